@@ -1,0 +1,34 @@
+// Operator schemas and CPU registrations.  Autograd and fake (meta) kernels are
+// registered from Python (known_ops/_ops.py), as PyTorch's custom-operator
+// guide recommends.
+#include <Python.h>
+#include <torch/library.h>
+
+#include "joseph2d_cpu.h"
+
+// Importing known_ops._C runs the static registrations below; the module itself
+// is empty.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+TORCH_LIBRARY(known_ops, m) {
+  m.def("joseph2d_tables(Tensor vectors, int kind, int n_det, int ny, int nx, float[] spacing_offset) -> (Tensor, Tensor)");
+  m.def("geometry2d_rays(Tensor vectors, int kind, int n_det) -> Tensor");
+  m.def("joseph2d_forward(Tensor image, Tensor rays, Tensor views) -> Tensor");
+  m.def("joseph2d_adjoint(Tensor sino, Tensor rays, Tensor views, int ny, int nx) -> Tensor");
+  // The pixel-driven form of the same adjoint (the CUDA algorithm); exposed so
+  // the CPU tests exercise the GPU's math.
+  m.def("joseph2d_adjoint_gather(Tensor sino, Tensor rays, Tensor views, int ny, int nx) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(known_ops, CPU, m) {
+  m.impl("joseph2d_tables", &known_ops::joseph2d_tables);
+  m.impl("geometry2d_rays", &known_ops::geometry2d_rays);
+  m.impl("joseph2d_forward", &known_ops::joseph2d_forward_cpu);
+  m.impl("joseph2d_adjoint", &known_ops::joseph2d_adjoint_cpu);
+  m.impl("joseph2d_adjoint_gather", &known_ops::joseph2d_adjoint_gather_cpu);
+}

@@ -1,0 +1,130 @@
+"""The only module that touches the compiled extension ``known_ops._C``.
+
+It loads the extension (with a clear message when it is missing or stale),
+and registers, for every custom operator, its autograd formula (the backward
+of a projector is its exact adjoint and vice versa, so double backward works)
+and its fake kernel (shapes only, for ``torch.compile`` and meta tensors).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_CSRC = _PACKAGE_DIR.parent / "csrc"
+_BUILD_HINT = (
+    "Build it from the repository root with `make build` "
+    "(or `pip install --no-build-isolation -e .` in an environment with torch)."
+)
+
+
+def _source_fingerprint() -> str | None:
+    """Hash of csrc/ as setup.py computes it; None when the sources are not beside the package."""
+    if not _CSRC.is_dir():
+        return None
+    digest = hashlib.sha256()
+    root = _CSRC.parent
+    for path in sorted(_CSRC.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _load_extension() -> None:
+    try:
+        from . import _build_info
+    except ImportError:
+        raise ImportError(f"known_ops: the compiled extension known_ops._C has not been built. {_BUILD_HINT}") from None
+    if _build_info.TORCH_VERSION != torch.__version__:
+        raise ImportError(
+            f"known_ops: the compiled extension was built against torch {_build_info.TORCH_VERSION}, "
+            f"but torch {torch.__version__} is installed. Rebuild it. {_BUILD_HINT}"
+        )
+    current = _source_fingerprint()
+    if current is not None and current != _build_info.SOURCE_FINGERPRINT:
+        raise ImportError(f"known_ops: the compiled extension is stale (csrc/ changed since it was built). {_BUILD_HINT}")
+    try:
+        from . import _C  # noqa: F401  (registers the operators)
+    except ImportError as err:
+        raise ImportError(f"known_ops: could not load the compiled extension known_ops._C ({err}). {_BUILD_HINT}") from None
+
+
+_load_extension()
+WITH_CUDA: bool = __import__(f"{__package__}._build_info", fromlist=["WITH_CUDA"]).WITH_CUDA
+
+_ops = torch.ops.known_ops
+
+# Geometry kinds, as enumerated in csrc/joseph2d.h.
+PARALLEL, FAN_FLAT, FAN_CURVED = 0, 1, 2
+
+
+def tables_2d(vectors: torch.Tensor, kind: int, n_det: int, shape: tuple[int, int], spacing_offset: list[float]):
+    """Ray table (n_views, n_det, 4) and view table (n_views, 8), float64 on the CPU."""
+    return _ops.joseph2d_tables(vectors, kind, n_det, shape[0], shape[1], spacing_offset)
+
+
+def rays_2d(vectors: torch.Tensor, kind: int, n_det: int) -> torch.Tensor:
+    """(n_views, n_det, 4): origin (x, y) and direction (x, y) of every ray, in mm."""
+    return _ops.geometry2d_rays(vectors, kind, n_det)
+
+
+def joseph2d_forward(image: torch.Tensor, rays: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """(batch, ny, nx) -> (batch, n_views, n_det)."""
+    return _ops.joseph2d_forward(image, rays, views)
+
+
+def joseph2d_adjoint(sino: torch.Tensor, rays: torch.Tensor, views: torch.Tensor, ny: int, nx: int) -> torch.Tensor:
+    """(batch, n_views, n_det) -> (batch, ny, nx), the exact transpose of joseph2d_forward."""
+    return _ops.joseph2d_adjoint(sino, rays, views, ny, nx)
+
+
+def joseph2d_adjoint_gather(sino, rays, views, ny: int, nx: int) -> torch.Tensor:
+    """The pixel-driven formulation of joseph2d_adjoint (the CUDA algorithm, also on the CPU)."""
+    return _ops.joseph2d_adjoint_gather(sino, rays, views, ny, nx)
+
+
+# --- fake kernels: output shapes only ------------------------------------------------------------
+
+
+@torch.library.register_fake("known_ops::joseph2d_forward")
+def _(image, rays, views):
+    return image.new_empty((image.shape[0], rays.shape[0], rays.shape[1]))
+
+
+@torch.library.register_fake("known_ops::joseph2d_adjoint")
+def _(sino, rays, views, ny, nx):
+    return sino.new_empty((sino.shape[0], ny, nx))
+
+
+@torch.library.register_fake("known_ops::joseph2d_adjoint_gather")
+def _(sino, rays, views, ny, nx):
+    return sino.new_empty((sino.shape[0], ny, nx))
+
+
+# --- autograd: each projector's backward is the other one ----------------------------------------
+
+
+def _save_tables(ctx, inputs, output):
+    ctx.rays, ctx.views = inputs[1], inputs[2]
+
+
+def _forward_backward(ctx, grad):
+    ny, nx = ctx.image_shape
+    return _ops.joseph2d_adjoint(grad, ctx.rays, ctx.views, ny, nx), None, None
+
+
+def _forward_setup(ctx, inputs, output):
+    _save_tables(ctx, inputs, output)
+    ctx.image_shape = (inputs[0].shape[1], inputs[0].shape[2])
+
+
+def _adjoint_backward(ctx, grad):
+    return _ops.joseph2d_forward(grad, ctx.rays, ctx.views), None, None, None, None
+
+
+torch.library.register_autograd("known_ops::joseph2d_forward", _forward_backward, setup_context=_forward_setup)
+torch.library.register_autograd("known_ops::joseph2d_adjoint", _adjoint_backward, setup_context=_save_tables)
+torch.library.register_autograd("known_ops::joseph2d_adjoint_gather", _adjoint_backward, setup_context=_save_tables)

@@ -1,0 +1,137 @@
+"""RayTransform: the forward projector A and its exact adjoint A.T as torch modules."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import _ops
+from .geometry import FanBeam2D, ParallelBeam2D, Volume, _Geometry2D
+
+__all__ = ["RayTransform"]
+
+_MODELS = ("joseph",)
+
+
+def _check_floating(t, name: str) -> None:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
+
+
+def _check_source_outside(volume: Volume, geometry: FanBeam2D) -> None:
+    """Fan rays are lines through the source: the source must lie outside the image (by a pixel)."""
+    sources = geometry.sources()
+    (ylo, yhi), (xlo, xhi) = volume.bounds
+    sy, sx = volume.spacing
+    inside = (
+        (sources[:, 0] > xlo - sx) & (sources[:, 0] < xhi + sx) & (sources[:, 1] > ylo - sy) & (sources[:, 1] < yhi + sy)
+    )
+    if np.any(inside):
+        k = int(np.argmax(inside))
+        raise ValueError(
+            f"geometry: the source of view {k} at ({sources[k, 0]:.4g}, {sources[k, 1]:.4g}) mm lies inside the "
+            f"volume (x in [{xlo:.4g}, {xhi:.4g}], y in [{ylo:.4g}, {yhi:.4g}] mm, plus one pixel); "
+            "increase source_distance or shrink the volume"
+        )
+
+
+class RayTransform(nn.Module):
+    """The ray transform ``A`` from ``volume`` to ``geometry``'s projections, as a module.
+
+    ``A(x)`` maps ``(..., ny, nx)`` to ``(..., n_views, det_count)`` line integrals
+    (value x mm); ``A.T`` is its exact adjoint (``A.T.T is A``). Leading
+    dimensions are batch/channel dimensions. Gradients flow both ways: the
+    backward of ``A`` is ``A.T`` and vice versa. Move the operator to the data's
+    device with ``A.to(device)``.
+
+    ``model="joseph"``: Joseph's method (linear interpolation across the ray's
+    major axis, one sample per column or row) with its exact transpose.
+    """
+
+    def __init__(self, volume: Volume, geometry, model: str = "joseph"):
+        super().__init__()
+        if not isinstance(volume, Volume):
+            raise TypeError(f"volume must be a known_ops.Volume, got {type(volume).__name__}")
+        if not isinstance(geometry, (ParallelBeam2D, FanBeam2D)):
+            raise TypeError(f"geometry must be a ParallelBeam2D or FanBeam2D, got {type(geometry).__name__}")
+        if volume.ndim != geometry.ndim:
+            raise ValueError(f"volume is {volume.ndim}D but geometry is {geometry.ndim}D")
+        if model not in _MODELS:
+            raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
+        if isinstance(geometry, FanBeam2D):
+            _check_source_outside(volume, geometry)
+        self.volume = volume
+        self.geometry = geometry
+        self.model = model
+        sy, sx = volume.spacing
+        oy, ox = volume.offset
+        rays, views = _ops.tables_2d(
+            torch.from_numpy(geometry.to_vectors()), geometry._kind, geometry.det_count, volume.shape, [sy, sx, oy, ox]
+        )
+        # float64 tables; cast to the data's dtype at call time (a no-op for float64).
+        self.register_buffer("_rays", rays, persistent=False)
+        self.register_buffer("_views", views, persistent=False)
+        self.__dict__["_adjoint"] = _Adjoint(self)  # not a submodule: A and A.T share one set of tables
+
+    @property
+    def T(self) -> "_Adjoint":
+        return self.__dict__["_adjoint"]
+
+    @property
+    def domain_shape(self) -> tuple[int, ...]:
+        return self.volume.shape
+
+    @property
+    def range_shape(self) -> tuple[int, ...]:
+        return self.geometry.shape
+
+    def _tables(self, data: torch.Tensor, name: str):
+        if data.device != self._rays.device:
+            raise ValueError(
+                f"{name} is on {data.device} but the operator's geometry tables are on {self._rays.device}; "
+                f"move the operator with .to({str(data.device)!r})"
+            )
+        return self._rays.to(data.dtype), self._views.to(data.dtype)
+
+    def _check_trailing(self, t: torch.Tensor, name: str, expected: tuple[int, ...], what: str) -> None:
+        _check_floating(t, name)
+        if t.dim() < len(expected) or tuple(t.shape[-len(expected):]) != tuple(expected):
+            raise ValueError(f"{name} must have shape (..., {', '.join(map(str, expected))}) ({what}), got {tuple(t.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_trailing(x, "x", self.domain_shape, "the volume's shape")
+        rays, views = self._tables(x, "x")
+        lead = x.shape[: x.dim() - 2]
+        y = _ops.joseph2d_forward(x.reshape((-1,) + tuple(self.domain_shape)), rays, views)
+        return y.reshape(lead + tuple(self.range_shape))
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        self._check_trailing(y, "y", self.range_shape, "(n_views, det_count)")
+        rays, views = self._tables(y, "y")
+        lead = y.shape[: y.dim() - 2]
+        ny, nx = self.domain_shape
+        x = _ops.joseph2d_adjoint(y.reshape((-1,) + tuple(self.range_shape)), rays, views, ny, nx)
+        return x.reshape(lead + tuple(self.domain_shape))
+
+    def extra_repr(self) -> str:
+        return f"volume={self.volume!r},\ngeometry={self.geometry!r},\nmodel={self.model!r}"
+
+
+class _Adjoint(nn.Module):
+    """``A.T``: the exact adjoint (back-projection) of a RayTransform, sharing its tables."""
+
+    def __init__(self, forward_op: RayTransform):
+        super().__init__()
+        self.__dict__["_forward_op"] = forward_op  # plain reference, so A and A.T do not own each other
+
+    @property
+    def T(self) -> RayTransform:
+        return self.__dict__["_forward_op"]
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.T.adjoint(y)
+
+    def extra_repr(self) -> str:
+        return f"adjoint of RayTransform(volume={self.T.volume!r}, geometry={self.T.geometry!r})"
