@@ -1,0 +1,293 @@
+"""Every bad input raises a clear ValueError / TypeError that names the offending parameter."""
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import known_ops as ko
+
+VOLUME = ko.Volume((9, 11))
+PARALLEL = ko.ParallelBeam2D([0.0, 1.0], 13)
+A = ko.RayTransform(VOLUME, PARALLEL)
+NAN, INF = float("nan"), float("inf")
+
+
+# --- operator inputs -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(), (11,), (9,)], ids=["0d", "1d-nx", "1d-ny"])
+def test_forward_rejects_fewer_than_two_dims(shape):
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 9, 11\)"):
+        A(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("shape", [(11, 9), (9, 12), (2, 10, 11)], ids=["transposed", "wrong-nx", "batch-wrong-ny"])
+def test_forward_rejects_a_trailing_shape_that_is_not_the_volume(shape):
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 9, 11\).*got " + re.escape(str(shape))):
+        A(torch.zeros(shape))
+
+
+@pytest.mark.parametrize("shape", [(13,), (13, 2), (2, 12), (4, 1, 13)], ids=["1d", "transposed", "wrong-det", "wrong-views"])
+def test_adjoint_rejects_a_trailing_shape_that_is_not_the_sinogram(shape):
+    with pytest.raises(ValueError, match=r"y must have shape \(\.\.\., 2, 13\)"):
+        A.T(torch.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.int64, torch.int32, torch.bool, torch.complex64, torch.complex128, torch.float16, torch.bfloat16]
+)
+def test_forward_and_adjoint_reject_non_float32_64_dtypes(dtype):
+    with pytest.raises(TypeError, match=f"x must be float32 or float64, got {dtype}"):
+        A(torch.zeros(VOLUME.shape, dtype=dtype))
+    with pytest.raises(TypeError, match=f"y must be float32 or float64, got {dtype}"):
+        A.T(torch.zeros(PARALLEL.shape, dtype=dtype))
+
+
+@pytest.mark.parametrize("value", [np.zeros((9, 11)), [[0.0] * 11] * 9, 1.0], ids=["ndarray", "list", "float"])
+def test_forward_rejects_non_tensors(value):
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        A(value)
+    with pytest.raises(TypeError, match="y must be a torch.Tensor"):
+        A.T(value)
+
+
+def test_device_mismatch_names_the_device():
+    """A tensor on another device than the operator's tables (meta stands in for a GPU here)."""
+    with pytest.raises(ValueError, match=r"x is on meta .* tables are on cpu.*\.to\('meta'\)"):
+        A(torch.zeros(VOLUME.shape, device="meta"))
+    with pytest.raises(ValueError, match=r"y is on meta .* tables are on cpu"):
+        A.T(torch.zeros(PARALLEL.shape, device="meta"))
+
+
+# --- RayTransform construction ---------------------------------------------------------------------
+
+
+def test_three_dimensional_volume_with_a_2d_geometry():
+    with pytest.raises(ValueError, match="volume is 3D but geometry is 2D"):
+        ko.RayTransform(ko.Volume((3, 9, 11)), PARALLEL)
+
+
+@pytest.mark.parametrize("volume", [(9, 11), np.zeros((9, 11)), None], ids=["tuple", "ndarray", "None"])
+def test_volume_must_be_a_volume(volume):
+    with pytest.raises(TypeError, match="volume must be a known_ops.Volume"):
+        ko.RayTransform(volume, PARALLEL)
+
+
+@pytest.mark.parametrize("geometry", [PARALLEL.to_vectors(), "parallel", None], ids=["vectors", "str", "None"])
+def test_geometry_must_be_a_geometry(geometry):
+    with pytest.raises(TypeError, match="geometry must be a ParallelBeam2D or FanBeam2D"):
+        ko.RayTransform(VOLUME, geometry)
+
+
+@pytest.mark.parametrize("model", ["siddon", "Joseph", "", None])
+def test_unknown_model(model):
+    with pytest.raises(ValueError, match="model must be one of"):
+        ko.RayTransform(VOLUME, PARALLEL, model=model)
+
+
+def test_fan_source_inside_the_volume():
+    """A 64 x 64 mm image has half-diagonal 45.3 mm: a source 40 mm from the centre enters it at 45 degrees."""
+    volume = ko.Volume((64, 64))
+    geometry = ko.FanBeam2D(ko.uniform_angles(8, 2 * math.pi), 40.0, 100.0, 13)
+    with pytest.raises(ValueError, match=r"source of view 1 .* lies inside the volume.*increase source_distance"):
+        ko.RayTransform(volume, geometry)
+    # Inside at every angle, and given as vectors.
+    with pytest.raises(ValueError, match="source of view 0 .* inside the volume"):
+        ko.RayTransform(volume, ko.FanBeam2D([0.0], 20.0, 100.0, 13))
+    with pytest.raises(ValueError, match="inside the volume"):
+        ko.RayTransform(volume, ko.FanBeam2D.from_vectors([[5.0, 3.0, 0.0, 100.0, 1.0, 0.0]], 13))
+    # An off-centre volume moved onto the source.
+    with pytest.raises(ValueError, match="inside the volume"):
+        ko.RayTransform(ko.Volume((10, 10), offset=(-100.0, 0.0)), ko.FanBeam2D([0.0], 100.0, 100.0, 13))
+
+
+# --- geometry validation ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [NAN, INF, -INF])
+def test_non_finite_angles(bad):
+    with pytest.raises(ValueError, match="angles must contain only finite values"):
+        ko.ParallelBeam2D([0.0, bad], 13)
+    with pytest.raises(ValueError, match="angles must contain only finite values"):
+        ko.FanBeam2D(np.array([bad]), 100.0, 100.0, 13)
+
+
+@pytest.mark.parametrize("bad", [NAN, INF])
+@pytest.mark.parametrize(
+    "parameter", ["source_distance", "detector_distance", "det_spacing", "det_offset"]
+)
+def test_non_finite_fan_parameters(parameter, bad):
+    arguments = dict(angles=[0.0], source_distance=100.0, detector_distance=100.0, det_count=13, det_spacing=1.0)
+    arguments[parameter] = bad
+    with pytest.raises(ValueError, match=f"{parameter} must be finite"):
+        ko.FanBeam2D(**arguments)
+
+
+@pytest.mark.parametrize("bad", [NAN, -INF])
+@pytest.mark.parametrize("parameter", ["det_spacing", "det_offset"])
+def test_non_finite_parallel_parameters(parameter, bad):
+    with pytest.raises(ValueError, match=f"{parameter} must be finite"):
+        ko.ParallelBeam2D([0.0], 13, **{parameter: bad})
+
+
+@pytest.mark.parametrize("bad", [NAN, INF])
+@pytest.mark.parametrize("column", range(6))
+def test_non_finite_vectors(column, bad):
+    vectors = ko.FanBeam2D([0.0, 1.0], 100.0, 100.0, 13).to_vectors()
+    vectors[1, column] = bad
+    with pytest.raises(ValueError, match="vectors must contain only finite values"):
+        ko.FanBeam2D.from_vectors(vectors, 13)
+    with pytest.raises(ValueError, match="vectors must contain only finite values"):
+        ko.ParallelBeam2D.from_vectors(vectors, 13)
+
+
+@pytest.mark.parametrize("bad", [NAN, INF])
+def test_non_finite_volume_parameters(bad):
+    with pytest.raises(ValueError, match="spacing must be finite"):
+        ko.Volume((3, 3), spacing=bad)
+    with pytest.raises(ValueError, match=r"offset\[1\] must be finite"):
+        ko.Volume((3, 3), offset=(0.0, bad))
+
+
+def test_zero_views():
+    with pytest.raises(ValueError, match="angles must not be empty"):
+        ko.ParallelBeam2D([], 13)
+    with pytest.raises(ValueError, match="angles must not be empty"):
+        ko.FanBeam2D(np.zeros(0), 100.0, 100.0, 13)
+    with pytest.raises(ValueError, match="vectors must not be empty"):
+        ko.ParallelBeam2D.from_vectors(np.zeros((0, 6)), 13)
+    with pytest.raises(ValueError, match="vectors must not be empty"):
+        ko.FanBeam2D.from_vectors(np.zeros((0, 6)), 13)
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        ko.uniform_angles(0)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0])
+def test_non_positive_spacings(bad):
+    with pytest.raises(ValueError, match="spacing must be positive"):
+        ko.Volume((3, 3), spacing=bad)
+    with pytest.raises(ValueError, match=r"spacing\[0\] must be positive"):
+        ko.Volume((3, 3), spacing=(bad, 1.0))
+    with pytest.raises(ValueError, match="det_spacing must be positive"):
+        ko.ParallelBeam2D([0.0], 13, det_spacing=bad)
+    with pytest.raises(ValueError, match="det_spacing must be positive"):
+        ko.FanBeam2D([0.0], 100.0, 100.0, 13, det_spacing=bad)
+    with pytest.raises(ValueError, match="source_distance must be positive"):
+        ko.FanBeam2D([0.0], bad, 100.0, 13)
+
+
+@pytest.mark.parametrize("bad", [0, -3])
+def test_non_positive_det_count(bad):
+    with pytest.raises(ValueError, match="det_count must be a positive integer"):
+        ko.ParallelBeam2D([0.0], bad)
+    with pytest.raises(ValueError, match="det_count must be a positive integer"):
+        ko.FanBeam2D([0.0], 100.0, 100.0, bad)
+    with pytest.raises(ValueError, match="det_count must be a positive integer"):
+        ko.ParallelBeam2D.from_vectors(PARALLEL.to_vectors(), bad)
+
+
+@pytest.mark.parametrize("bad", [13.0, "13", True, None])
+def test_det_count_must_be_an_integer(bad):
+    with pytest.raises(TypeError, match="det_count must be a positive integer"):
+        ko.ParallelBeam2D([0.0], bad)
+
+
+def test_volume_shape_validation():
+    with pytest.raises(ValueError, match=r"shape\[0\] must be a positive integer"):
+        ko.Volume((0, 3))
+    with pytest.raises(TypeError, match=r"shape\[1\] must be a positive integer"):
+        ko.Volume((3, 2.5))
+    with pytest.raises(ValueError, match="shape must have 2 .* or 3 .* entries"):
+        ko.Volume((2, 3, 3, 3))
+    with pytest.raises(TypeError, match="shape must be a sequence"):
+        ko.Volume(5)
+    with pytest.raises(ValueError, match="spacing must have 2 entries"):
+        ko.Volume((3, 3), spacing=(1.0, 1.0, 1.0))
+
+
+def test_detector_distance_must_leave_the_detector_beyond_the_source():
+    with pytest.raises(ValueError, match="source_distance \\+ detector_distance must be positive"):
+        ko.FanBeam2D([0.0], 100.0, -100.0, 13)
+
+
+def test_unknown_detector_shape():
+    with pytest.raises(ValueError, match="detector must be 'flat' or 'curved'"):
+        ko.FanBeam2D([0.0], 100.0, 100.0, 13, detector="cylindrical")
+    with pytest.raises(ValueError, match="detector must be 'flat' or 'curved'"):
+        ko.FanBeam2D.from_vectors(ko.FanBeam2D([0.0], 100.0, 100.0, 13).to_vectors(), 13, detector=None)
+
+
+def test_angles_must_be_a_1d_array_of_numbers():
+    with pytest.raises(ValueError, match="angles must be 1-dimensional"):
+        ko.ParallelBeam2D(np.zeros((2, 2)), 13)
+    with pytest.raises(TypeError, match="angles must be an array of real numbers"):
+        ko.ParallelBeam2D(["a", "b"], 13)
+
+
+@pytest.mark.parametrize(
+    "vectors, message",
+    [
+        (np.zeros((2, 4)), r"vectors must have shape \(n_views, 6\)"),
+        (np.zeros(6), "vectors must be 2-dimensional"),
+        ([[0.0, 1.0, 0.0, 0.0, 0.0, 0.0]], r"pixel step \(vectors\[:, 4:6\]\) must be a non-zero vector"),
+        ([[0.0, 0.0, 0.0, 0.0, 1.0, 0.0]], r"ray direction \(vectors\[:, 0:2\]\) must be a non-zero vector"),
+        ([[0.0, 1.0, 0.0, 0.0, 0.0, 2.0]], "detector .* must not be parallel to the rays"),
+    ],
+    ids=["shape", "ndim", "zero-u", "zero-r", "u-along-r"],
+)
+def test_degenerate_parallel_vectors(vectors, message):
+    with pytest.raises(ValueError, match=message):
+        ko.ParallelBeam2D.from_vectors(vectors, 13)
+
+
+@pytest.mark.parametrize(
+    "vectors, detector, message",
+    [
+        ([[0.0, 5.0, 0.0, 5.0, 1.0, 0.0]], "flat", "source-to-detector vector .* must be a non-zero vector"),
+        ([[0.0, -5.0, 0.0, 5.0, 0.0, 0.0]], "flat", r"pixel step \(vectors\[:, 4:6\]\) must be a non-zero vector"),
+        ([[0.0, -5.0, 0.0, 5.0, 0.0, 1.0]], "flat", "detector line must not pass through the source"),
+        ([[0.0, -5.0, 0.0, 5.0, 1.0, 1.0]], "curved", "curved detector u must be perpendicular"),
+    ],
+    ids=["source-on-detector", "zero-u", "detector-through-source", "curved-not-tangent"],
+)
+def test_degenerate_fan_vectors(vectors, detector, message):
+    with pytest.raises(ValueError, match=message):
+        ko.FanBeam2D.from_vectors(vectors, 13, detector=detector)
+
+
+def test_uniform_angles_validation():
+    with pytest.raises(ValueError, match="range must be finite"):
+        ko.uniform_angles(3, NAN)
+    with pytest.raises(ValueError, match="range must be non-zero"):
+        ko.uniform_angles(3, 0.0)
+    with pytest.raises(ValueError, match="start must be finite"):
+        ko.uniform_angles(3, math.pi, start=INF)
+    with pytest.raises(TypeError, match="n must be a positive integer"):
+        ko.uniform_angles(3.0)
+
+
+# --- the registered ops check their own arguments (RuntimeError from the C++ checks, never a crash) ---
+
+
+def test_registered_ops_reject_inconsistent_arguments():
+    ops = torch.ops.known_ops
+    rays, views = A._rays, A._views
+    image = torch.zeros(1, 9, 11, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="same dtype"):
+        ops.joseph2d_forward(image.float(), rays, views)
+    with pytest.raises(RuntimeError, match=r"image must have shape \(batch, ny, nx\)"):
+        ops.joseph2d_forward(image[0], rays, views)
+    with pytest.raises(RuntimeError, match="ray table must have shape"):
+        ops.joseph2d_forward(image, rays[..., :3], views)
+    with pytest.raises(RuntimeError, match="view table must have shape"):
+        ops.joseph2d_forward(image, rays, views[:1])
+    with pytest.raises(RuntimeError, match="does not match the ray table"):
+        ops.joseph2d_adjoint(torch.zeros(1, 3, 13, dtype=torch.float64), rays, views, 9, 11)
+    with pytest.raises(RuntimeError, match="does not match the ray table"):
+        ops.joseph2d_adjoint_gather(torch.zeros(1, 2, 12, dtype=torch.float64), rays, views, 9, 11)
+    with pytest.raises(RuntimeError, match="image size must be positive"):
+        ops.joseph2d_adjoint(torch.zeros(1, 2, 13, dtype=torch.float64), rays, views, 0, 11)
