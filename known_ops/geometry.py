@@ -160,14 +160,15 @@ class Volume(_Frozen):
 class _Geometry2D(_Frozen):
     """Per-view vectors (n_views, 6) plus detector size; the common part of 2D geometries."""
 
-    __slots__ = ("_vectors", "det_count", "angles")
+    __slots__ = ("_vectors", "det_count", "angles", "det_offset")
     ndim = 2
     _kind: int  # geometry kind understood by the kernels (known_ops._ops)
 
-    def _init_vectors(self, vectors: np.ndarray, det_count: int, angles: np.ndarray | None) -> None:
+    def _init_vectors(self, vectors: np.ndarray, det_count: int, angles: np.ndarray | None, det_offset=None) -> None:
         self._set("_vectors", vectors)
         self._set("det_count", det_count)
         self._set("angles", angles)
+        self._set("det_offset", det_offset)  # mm; None when built from vectors
 
     @property
     def n_views(self) -> int:
@@ -208,6 +209,9 @@ class _Geometry2D(_Frozen):
 
     def _extra_key(self):
         return ()
+
+    def _offset_repr(self) -> str:
+        return f", det_offset={self.det_offset:g} mm" if self.det_offset else ""
 
     def _angles_repr(self) -> str:
         if self.angles is None:
@@ -250,7 +254,7 @@ class ParallelBeam2D(_Geometry2D):
         vectors = np.stack([s, -c, offset * c, offset * s, du * c, du * s], axis=1)
         vectors.flags.writeable = False
         theta.flags.writeable = False
-        self._init_vectors(vectors, det_count, theta)
+        self._init_vectors(vectors, det_count, theta, offset)
 
     @classmethod
     def from_vectors(cls, vectors, det_count: int) -> "ParallelBeam2D":
@@ -269,7 +273,7 @@ class ParallelBeam2D(_Geometry2D):
         du = self.det_spacing
         return (
             f"ParallelBeam2D({self._angles_repr()}, det_count={self.det_count}, "
-            f"det_spacing={du.mean():.4g} mm)"
+            f"det_spacing={du.mean():.4g} mm{self._offset_repr()})"
         )
 
 
@@ -324,7 +328,7 @@ class FanBeam2D(_Geometry2D):
         vectors = np.concatenate([source, centre, du * tangent], axis=1)
         vectors.flags.writeable = False
         theta.flags.writeable = False
-        self._init_vectors(vectors, det_count, theta)
+        self._init_vectors(vectors, det_count, theta, offset)
         self._set("detector", detector)
         self._set("source_distance", d_so)
         self._set("detector_distance", d_od)
@@ -376,7 +380,7 @@ class FanBeam2D(_Geometry2D):
             dist = ""
         return (
             f"FanBeam2D({self._angles_repr()}, {dist}det_count={self.det_count}, "
-            f"det_spacing={self.det_spacing.mean():.4g} mm, detector={self.detector!r})"
+            f"det_spacing={self.det_spacing.mean():.4g} mm{self._offset_repr()}, detector={self.detector!r})"
         )
 
 

@@ -21,19 +21,29 @@ def _check_floating(t, name: str) -> None:
 
 
 def _check_source_outside(volume: Volume, geometry: FanBeam2D) -> None:
-    """Fan rays are lines through the source: the source must lie outside the image (by a pixel)."""
-    sources = geometry.sources()
+    """Fan rays are lines through the source; the image (grown by one pixel) must lie in front of it.
+
+    Precisely: in every view the grown image must lie strictly on one side of the
+    line through the source parallel to the detector, so that each point of it
+    projects to a finite detector position, continuously (the back-projection
+    finds the rays through a pixel by projecting the pixel's neighbourhood).
+    This excludes a source inside or beside the image.
+    """
+    vectors = geometry.to_vectors()
+    source, step = vectors[:, 0:2], vectors[:, 4:6]
     (ylo, yhi), (xlo, xhi) = volume.bounds
     sy, sx = volume.spacing
-    inside = (
-        (sources[:, 0] > xlo - sx) & (sources[:, 0] < xhi + sx) & (sources[:, 1] > ylo - sy) & (sources[:, 1] < yhi + sy)
-    )
-    if np.any(inside):
-        k = int(np.argmax(inside))
+    corners = np.array([[x, y] for x in (xlo - sx, xhi + sx) for y in (ylo - sy, yhi + sy)])  # (4, 2)
+    rel = corners[None, :, :] - source[:, None, :]  # (views, 4, 2)
+    # Signed distance of each corner from the line through the source along u.
+    side = (rel[..., 0] * step[:, None, 1] - rel[..., 1] * step[:, None, 0]) / np.hypot(step[:, 0], step[:, 1])[:, None]
+    bad = ~(np.all(side > 0, axis=1) | np.all(side < 0, axis=1))
+    if np.any(bad):
+        k = int(np.argmax(bad))
         raise ValueError(
-            f"geometry: the source of view {k} at ({sources[k, 0]:.4g}, {sources[k, 1]:.4g}) mm lies inside the "
-            f"volume (x in [{xlo:.4g}, {xhi:.4g}], y in [{ylo:.4g}, {yhi:.4g}] mm, plus one pixel); "
-            "increase source_distance or shrink the volume"
+            f"geometry: the source of view {k} at ({source[k, 0]:.4g}, {source[k, 1]:.4g}) mm lies inside the volume "
+            f"or level with it (x in [{xlo:.4g}, {xhi:.4g}], y in [{ylo:.4g}, {yhi:.4g}] mm, plus one pixel), but "
+            "every pixel must lie in front of the source; increase source_distance or shrink the volume"
         )
 
 
@@ -78,6 +88,15 @@ class RayTransform(nn.Module):
     @property
     def T(self) -> "_Adjoint":
         return self.__dict__["_adjoint"]
+
+    def _apply(self, fn, recurse=True):
+        # Module casts (A.float(), model.half(), model.to(dtype)) must not round
+        # the geometry: the tables stay float64 and only follow device moves.
+        rays, views = self._rays, self._views
+        super()._apply(fn, recurse)
+        self._rays = rays.to(self._rays.device)
+        self._views = views.to(self._views.device)
+        return self
 
     @property
     def domain_shape(self) -> tuple[int, ...]:

@@ -291,3 +291,14 @@ def test_registered_ops_reject_inconsistent_arguments():
         ops.joseph2d_adjoint_gather(torch.zeros(1, 2, 12, dtype=torch.float64), rays, views, 9, 11)
     with pytest.raises(RuntimeError, match="image size must be positive"):
         ops.joseph2d_adjoint(torch.zeros(1, 2, 13, dtype=torch.float64), rays, views, 0, 11)
+
+
+def test_fan_source_level_with_the_volume():
+    """A source beside the image (outside it, but with pixels behind its detector-parallel line) is rejected:
+    those pixels would project through the source's plane."""
+    # Source at x = 0, y = -20 (view angle 0).
+    shifted = ko.Volume((64, 64), offset=(30.0, 0.0))  # y in [-2, 62]: the source at y = -20 is in front
+    ko.RayTransform(shifted, ko.FanBeam2D([0.0], 20.0, 100.0, 13))
+    beside = ko.Volume((64, 64), offset=(0.0, 60.0))  # x in [28, 92], y in [-32, 32]: level with the source
+    with pytest.raises(ValueError, match="source of view 0 .* in front of the source"):
+        ko.RayTransform(beside, ko.FanBeam2D([0.0], 20.0, 100.0, 13))
