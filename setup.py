@@ -49,12 +49,12 @@ with_cuda = want_cuda()
 write_build_info(with_cuda)
 
 cpu_sources = ["csrc/ops.cpp", "csrc/joseph2d_cpu.cpp"]
-cxx_flags = ["-O3", "-std=c++17", "-fno-math-errno"]
+cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno"]
 if with_cuda:
     extension = CUDAExtension(
         "known_ops._C",
         cpu_sources + ["csrc/joseph2d_cuda_binding.cpp", "csrc/joseph2d_cuda.cu"],
-        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++17", "--use_fast_math"]},
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
     )
 else:
     extension = CppExtension("known_ops._C", cpu_sources, extra_compile_args={"cxx": cxx_flags})

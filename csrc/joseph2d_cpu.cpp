@@ -1,30 +1,55 @@
-// CPU loops of the 2D Joseph projector pair.  The arithmetic comes from
-// joseph2d.h; this file only arranges memory and threads.
+// CPU loops of the 2D Joseph projector pair.  The definitions come from
+// joseph2d.h; the inner loops (joseph2d_cpu_kernels.inc) are written once and
+// compiled twice, portable and AVX2, and the AVX2 build is used when the
+// processor has it (set KNOWN_OPS_SIMD=0 to force the portable loops).
 //
 // Forward: ray-driven.  The image is copied once into two zero-padded
 // buffers, one as is (for x-major rays, which step along columns and read two
 // neighbouring rows) and one transposed (for y-major rays), so both kinds of
-// ray read memory the same cache-friendly way and the inner loop needs no
-// bounds checks.
+// ray read memory the same way and the inner loop needs no bounds checks.
 //
-// Adjoint: the exact transpose of the forward, ray-driven as well (scatter).
-// Views are split into a fixed number of chunks per image, each chunk scatters
-// into private buffers, and the buffers are summed in chunk order: no atomics,
-// and bitwise the same result whatever the number of threads.
+// Adjoint: the exact transpose of the forward, computed pixel by pixel (no
+// scatter, no atomics, a fixed summation order: bitwise reproducible whatever
+// the number of threads).  x-major rays are gathered column by column into a
+// transposed buffer, y-major rays row by row, and the two are added.
 #include "joseph2d_cpu.h"
 
-#include <ATen/Parallel.h>
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <vector>
 
 #include "joseph2d.h"
+#include "simd.h"
 
 namespace known_ops {
 namespace {
 
 constexpr int64_t kPad = 2;  // zero rows on each side of the interpolated axis
+
+namespace portable {
+#define KO_TARGET inline
+#include "joseph2d_cpu_kernels.inc"
+#undef KO_TARGET
+}  // namespace portable
+
+namespace avx2 {
+#define KO_TARGET __attribute__((target("avx2,fma")))
+#include "joseph2d_cpu_kernels.inc"
+#undef KO_TARGET
+}  // namespace avx2
+
+bool use_avx2() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("KNOWN_OPS_SIMD");
+    return simd::cpu_has_avx2() && !(env != nullptr && std::strcmp(env, "0") == 0);
+  }();
+  return enabled;
+}
 
 // Copies image (ny, nx) into `rows` ((ny + 2 kPad) x nx) and its transpose into
 // `cols` ((nx + 2 kPad) x ny); the padding is zero.
@@ -42,59 +67,18 @@ void pad_image(const T* img, int64_t ny, int64_t nx, T* rows, T* cols) {
   std::fill(cols + (nx + kPad) * ny, cols + (nx + 2 * kPad) * ny, T(0));
 }
 
-// Line integral along one ray: march m over [0, n_major), interpolate the
-// padded buffer `buf` (rows of length `stride` = n_major) at alpha + beta m.
 template <typename T>
-inline T march_sum(const T* buf, int64_t stride, int64_t n_minor, int64_t n_major, T alpha, T beta) {
-  int64_t first, last;
-  // Samples outside (-1, n_minor) have zero weight; the margin of 0.5 keeps
-  // every index inside the padding even after rounding.
-  clip_march<T>(alpha, beta, T(-1.5), T(n_minor) + T(0.5), n_major, &first, &last);
-  T acc0 = 0, acc1 = 0;
-  const T shifted = alpha + T(kPad);
-  int64_t m = first;
-  // Two independent accumulators break the floating-point add chain.
-  for (; m + 1 <= last; m += 2) {
-    const T p0 = shifted + beta * T(m);
-    const T p1 = shifted + beta * T(m + 1);
-    const int64_t k0 = int64_t(p0), k1 = int64_t(p1);  // p >= 0.5: truncation is floor
-    const T f0 = p0 - T(k0), f1 = p1 - T(k1);
-    const T* r0 = buf + k0 * stride + m;
-    const T* r1 = buf + k1 * stride + m + 1;
-    acc0 += r0[0] + f0 * (r0[stride] - r0[0]);
-    acc1 += r1[0] + f1 * (r1[stride] - r1[0]);
-  }
-  if (m <= last) {
-    const T p0 = shifted + beta * T(m);
-    const int64_t k0 = int64_t(p0);
-    const T f0 = p0 - T(k0);
-    const T* r0 = buf + k0 * stride + m;
-    acc0 += r0[0] + f0 * (r0[stride] - r0[0]);
-  }
-  return acc0 + acc1;
-}
-
-// Transpose of march_sum: adds value * (interpolation weights) into `buf`.
-template <typename T>
-inline void march_scatter(T* buf, int64_t stride, int64_t n_minor, int64_t n_major, T alpha, T beta, T value) {
-  int64_t first, last;
-  clip_march<T>(alpha, beta, T(-1.5), T(n_minor) + T(0.5), n_major, &first, &last);
-  const T shifted = alpha + T(kPad);
-  for (int64_t m = first; m <= last; ++m) {
-    const T p = shifted + beta * T(m);
-    const int64_t k = int64_t(p);
-    const T f = p - T(k);
-    T* r = buf + k * stride + m;
-    const T upper = value * f;
-    r[0] += value - upper;  // value * (1 - f)
-    r[stride] += upper;
-  }
+T march_sum(bool simd, const T* buf, int64_t stride, int64_t n_minor, int64_t n_major, T alpha, T beta) {
+  return simd ? avx2::march_sum<simd::Avx2<T>, T>(buf, stride, n_minor, n_major, alpha, beta)
+              : portable::march_sum<simd::Scalar<T>, T>(buf, stride, n_minor, n_major, alpha, beta);
 }
 
 template <typename T>
 void forward_impl(const T* img, const T* rays, T* out, int64_t batch, int64_t n_views, int64_t n_det, int64_t ny,
                   int64_t nx) {
   const int64_t rows_size = (ny + 2 * kPad) * nx, cols_size = (nx + 2 * kPad) * ny;
+  // The SIMD loop addresses the buffers with int32 offsets.
+  const bool simd = use_avx2() && rows_size < std::numeric_limits<int32_t>::max();
   std::vector<T> padded(batch * (rows_size + cols_size));
   at::parallel_for(0, batch, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
@@ -111,57 +95,275 @@ void forward_impl(const T* img, const T* rays, T* out, int64_t batch, int64_t n_
       T* o = out + t * n_det;
       for (int64_t c = 0; c < n_det; ++c, ray += RAY_FIELDS) {
         const bool x_major = ray[3] != T(0);
-        const T sum = x_major ? march_sum(rows, nx, ny, nx, ray[0], ray[1]) : march_sum(cols, ny, nx, ny, ray[0], ray[1]);
+        const T sum = x_major ? march_sum(simd, rows, nx, ny, nx, ray[0], ray[1])
+                              : march_sum(simd, cols, ny, nx, ny, ray[0], ray[1]);
         o[c] = ray[2] * sum;
       }
     }
   });
 }
 
+// Number of images processed together by the image-lane kernels.
 template <typename T>
-void adjoint_impl(const T* sino, const T* rays, T* out, int64_t batch, int64_t n_views, int64_t n_det, int64_t ny,
-                  int64_t nx) {
-  const int64_t rows_size = (ny + 2 * kPad) * nx, cols_size = (nx + 2 * kPad) * ny;
-  // A fixed chunking (independent of the thread count) keeps results bitwise
-  // reproducible; enough chunks to keep the cores busy for small batches,
-  // bounded so the private buffers stay a small multiple of the output.
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(n_views, (8 + batch - 1) / batch));
-  const int64_t views_per_chunk = (n_views + chunks - 1) / chunks;
-  std::vector<T> partial(batch * chunks * (rows_size + cols_size), T(0));
-  at::parallel_for(0, batch * chunks, 1, [&](int64_t t0, int64_t t1) {
+int64_t image_lanes(bool simd) {
+  return simd ? simd::Avx2<T>::width : 1;
+}
+
+// Interleaves images [b0, b0 + lanes) (missing ones as zeros) into zero-padded
+// buffers: rows ((ny + 2 kPad) x nx x lanes) and cols ((nx + 2 kPad) x ny x lanes).
+template <typename T>
+void interleave_padded(const T* img, int64_t batch, int64_t b0, int64_t lanes, int64_t ny, int64_t nx, T* rows,
+                       T* cols) {
+  std::fill(rows, rows + (ny + 2 * kPad) * nx * lanes, T(0));
+  std::fill(cols, cols + (nx + 2 * kPad) * ny * lanes, T(0));
+  for (int64_t l = 0; l < lanes && b0 + l < batch; ++l) {
+    const T* src = img + (b0 + l) * ny * nx;
+    for (int64_t i = 0; i < ny; ++i)
+      for (int64_t j = 0; j < nx; ++j) {
+        const T value = src[i * nx + j];
+        rows[((i + kPad) * nx + j) * lanes + l] = value;
+        cols[((j + kPad) * ny + i) * lanes + l] = value;
+      }
+  }
+}
+
+template <typename T>
+void march_sum_lanes(bool simd, const T* buf, int64_t stride, int64_t n_minor, int64_t n_major, const T* ray, T* out) {
+  if (simd)
+    avx2::march_sum_lanes<simd::Avx2<T>, T>(buf, stride, n_minor, n_major, ray[0], ray[1], ray[2], out);
+  else
+    portable::march_sum_lanes<simd::Scalar<T>, T>(buf, stride, n_minor, n_major, ray[0], ray[1], ray[2], out);
+}
+
+// Forward for batches: groups of `lanes` images share every ray's arithmetic.
+template <typename T>
+void forward_lanes_impl(const T* img, const T* rays, T* out, int64_t batch, int64_t n_views, int64_t n_det,
+                        int64_t ny, int64_t nx) {
+  const bool simd = use_avx2();
+  const int64_t lanes = image_lanes<T>(simd);
+  const int64_t groups = (batch + lanes - 1) / lanes;
+  const int64_t rows_size = (ny + 2 * kPad) * nx * lanes, cols_size = (nx + 2 * kPad) * ny * lanes;
+  std::vector<T> padded(groups * (rows_size + cols_size));
+  at::parallel_for(0, groups, 1, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      T* rows = padded.data() + g * (rows_size + cols_size);
+      interleave_padded(img, batch, g * lanes, lanes, ny, nx, rows, rows + rows_size);
+    }
+  });
+  at::parallel_for(0, groups * n_views, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> lane_out(n_det * lanes);
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / chunks, k = t % chunks;
-      T* rows = partial.data() + t * (rows_size + cols_size);
-      T* cols = rows + rows_size;
-      const int64_t v1 = std::min(n_views, (k + 1) * views_per_chunk);
-      for (int64_t v = k * views_per_chunk; v < v1; ++v) {
-        const T* ray = rays + v * n_det * RAY_FIELDS;
-        const T* s = sino + (b * n_views + v) * n_det;
-        for (int64_t c = 0; c < n_det; ++c, ray += RAY_FIELDS) {
-          const T value = ray[2] * s[c];
-          if (value == T(0)) continue;
-          if (ray[3] != T(0))
-            march_scatter(rows, nx, ny, nx, ray[0], ray[1], value);
-          else
-            march_scatter(cols, ny, nx, ny, ray[0], ray[1], value);
+      const int64_t g = t / n_views, v = t % n_views;
+      const T* rows = padded.data() + g * (rows_size + cols_size);
+      const T* cols = rows + rows_size;
+      const T* ray = rays + v * n_det * RAY_FIELDS;
+      for (int64_t c = 0; c < n_det; ++c, ray += RAY_FIELDS) {
+        if (ray[3] != T(0))
+          march_sum_lanes(simd, rows, nx, ny, nx, ray, lane_out.data() + c * lanes);
+        else
+          march_sum_lanes(simd, cols, ny, nx, ny, ray, lane_out.data() + c * lanes);
+      }
+      for (int64_t l = 0; l < lanes && g * lanes + l < batch; ++l) {
+        T* o = out + ((g * lanes + l) * n_views + v) * n_det;
+        for (int64_t c = 0; c < n_det; ++c) o[c] = lane_out[c * lanes + l];
+      }
+    }
+  });
+}
+
+// bins[q + 1] = the view's detector bin of point q = -1 .. n_q on a line.
+template <typename T>
+void line_bins(bool simd, const T* line_map, bool curved, int64_t n_q, T* bins) {
+  if (simd)
+    avx2::line_bins<simd::Avx2<T>, T>(line_map, curved, n_q, bins);
+  else
+    portable::line_bins<simd::Scalar<T>, T>(line_map, curved, n_q, bins);
+}
+
+// A maximal run of consecutive detector bins of one view whose rays share the major axis.
+struct RayRun {
+  int32_t first, last;
+  bool x_major;
+};
+
+// The ray table reorganised for the line-by-line adjoint: structure of
+// arrays, the runs of each view, and the per-view candidate-search margin.
+template <typename T>
+struct RayTables {
+  static constexpr int64_t kWindowPad = 16;  // SIMD windows read up to 2 * 8 - 1 past the last ray
+  std::vector<T> alpha, beta, weight, margin;
+  std::vector<std::vector<RayRun>> runs;
+  const T* views;
+  int64_t n_det, n_det_padded;  // per-view rows of alpha/beta/weight have n_det_padded entries
+
+  RayTables(const T* rays, const T* view_table, int64_t n_views, int64_t n_det_)
+      : alpha(n_views * (n_det_ + kWindowPad)), beta(n_views * (n_det_ + kWindowPad)),
+        weight(n_views * (n_det_ + kWindowPad)), margin(n_views), runs(n_views), views(view_table), n_det(n_det_),
+        n_det_padded(n_det_ + kWindowPad) {
+    for (int64_t v = 0; v < n_views; ++v) {
+      for (int64_t c = 0; c < n_det; ++c) {
+        const T* r = rays + (v * n_det + c) * RAY_FIELDS;
+        alpha[v * n_det_padded + c] = r[0];
+        beta[v * n_det_padded + c] = r[1];
+        weight[v * n_det_padded + c] = r[2];
+        const bool x_major = r[3] != T(0);
+        if (c == 0 || runs[v].back().x_major != x_major)
+          runs[v].push_back(RayRun{int32_t(c), int32_t(c), x_major});
+        else
+          runs[v].back().last = int32_t(c);
+      }
+      // Bins are found with a margin against rounding (float32 view maps, the
+      // approximate atan of curved detectors); extra candidates get zero weight.
+      margin[v] = T(0.01) + T(1e-5) * std::abs(view_table[v * VIEW_FIELDS + 6]);
+    }
+  }
+
+  bool has_major(int64_t v, bool x_major) const {
+    for (const RayRun& run : runs[v])
+      if (run.x_major == x_major) return true;
+    return false;
+  }
+
+  // The view map restricted to a line: bin(q) = from (num0 + num1 q) / (den0 + den1 q);
+  // a column j (x_pass, pixels i = q) or a row i (pixels j = q).
+  void line_map(int64_t v, bool x_pass, int64_t line, T* out) const {
+    const T* view = views + v * VIEW_FIELDS;
+    const T l = T(line);
+    if (x_pass) {
+      out[0] = view[0] + view[2] * l;
+      out[1] = view[1];
+      out[2] = view[3] + view[5] * l;
+      out[3] = view[4];
+    } else {
+      out[0] = view[0] + view[1] * l;
+      out[1] = view[2];
+      out[2] = view[3] + view[4] * l;
+      out[3] = view[5];
+    }
+    out[4] = view[6];
+    out[5] = view[7];
+  }
+};
+
+// Adjoint of single images, pixel-driven (see the file comment): SIMD lanes
+// run over the pixels of a line, gathering the rays that reach each pixel.
+template <typename T>
+void adjoint_impl(const T* sino, const T* rays, const T* views, T* out, int64_t batch, int64_t n_views,
+                  int64_t n_det, int64_t ny, int64_t nx) {
+  const bool simd = use_avx2();
+  const RayTables<T> tables(rays, views, n_views, n_det);
+  // Sinograms with each view's row padded like the tables (windowed loads).
+  const int64_t n_det_padded = tables.n_det_padded;
+  std::vector<T> sino_padded(batch * n_views * n_det_padded, T(0));
+  for (int64_t r = 0; r < batch * n_views; ++r)
+    std::copy(sino + r * n_det, sino + (r + 1) * n_det, sino_padded.begin() + r * n_det_padded);
+  // One pass per major axis: x-major rays fill columns (lines j, pixels i)
+  // into a transposed buffer, y-major rays fill rows (lines i, pixels j).
+  std::vector<T> transposed(batch * nx * ny);
+  for (int pass = 0; pass < 2; ++pass) {
+    const bool x_pass = pass == 0;
+    const int64_t n_lines = x_pass ? nx : ny, n_q = x_pass ? ny : nx;
+    at::parallel_for(0, batch * n_lines, 1, [&](int64_t t0, int64_t t1) {
+      constexpr int64_t kMaxWidth = 8;
+      std::vector<T> bins(n_q + 2 + 2 * kMaxWidth), acc(n_q + kMaxWidth);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t b = t / n_lines, line = t % n_lines;
+        std::fill(acc.begin(), acc.end(), T(0));
+        for (int64_t v = 0; v < n_views; ++v) {
+          if (!tables.has_major(v, x_pass)) continue;
+          T line_map[6];
+          tables.line_map(v, x_pass, line, line_map);
+          const bool curved = line_map[4] != T(0);
+          line_bins(simd, line_map, curved, n_q, bins.data());
+          const T* s = sino_padded.data() + (b * n_views + v) * n_det_padded;
+          const T* va = tables.alpha.data() + v * n_det_padded;
+          const T* vb = tables.beta.data() + v * n_det_padded;
+          const T* vw = tables.weight.data() + v * n_det_padded;
+          for (const RayRun& run : tables.runs[v]) {
+            if (run.x_major != x_pass) continue;
+            if (simd)
+              avx2::accumulate_line<simd::Avx2<T>, T>(va, vb, vw, s, T(line), run.first, run.last, bins.data(),
+                                                      tables.margin[v], n_q, acc.data());
+            else
+              portable::accumulate_line<simd::Scalar<T>, T>(va, vb, vw, s, T(line), run.first, run.last, bins.data(),
+                                                            tables.margin[v], n_q, acc.data());
+          }
+        }
+        if (x_pass) {
+          std::copy(acc.begin(), acc.begin() + n_q, transposed.begin() + (b * nx + line) * ny);
+        } else {
+          T* o = out + (b * ny + line) * nx;
+          const T* tr = transposed.data() + b * nx * ny;
+          for (int64_t j = 0; j < nx; ++j) o[j] = acc[j] + tr[j * ny + line];
         }
       }
-    }
-  });
-  // out[b, i, j] = sum_k rows_k[i + pad, j] + cols_k[j + pad, i], in chunk order.
-  at::parallel_for(0, batch * ny, 1, [&](int64_t t0, int64_t t1) {
+    });
+  }
+}
+
+// Adjoint for batches: the line-by-line gather of adjoint_impl with the
+// candidate search done once per pixel and view for `lanes` sinograms.
+template <typename T>
+void adjoint_lanes_impl(const T* sino, const T* rays, const T* views, T* out, int64_t batch, int64_t n_views,
+                        int64_t n_det, int64_t ny, int64_t nx) {
+  const bool simd = use_avx2();
+  const int64_t lanes = image_lanes<T>(simd);
+  const int64_t groups = (batch + lanes - 1) / lanes;
+  const RayTables<T> tables(rays, views, n_views, n_det);
+  // Sinograms interleaved per group: (n_views, n_det, lanes).
+  std::vector<T> sino_lanes(groups * n_views * n_det * lanes, T(0));
+  at::parallel_for(0, groups * n_views, 1, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / ny, i = t % ny;
-      T* o = out + t * nx;
-      std::fill(o, o + nx, T(0));
-      for (int64_t k = 0; k < chunks; ++k) {
-        const T* rows = partial.data() + (b * chunks + k) * (rows_size + cols_size);
-        const T* cols = rows + rows_size;
-        const T* r = rows + (i + kPad) * nx;
-        for (int64_t j = 0; j < nx; ++j) o[j] += r[j] + cols[(j + kPad) * ny + i];
+      const int64_t g = t / n_views, v = t % n_views;
+      T* dst = sino_lanes.data() + t * n_det * lanes;
+      for (int64_t l = 0; l < lanes && g * lanes + l < batch; ++l) {
+        const T* src = sino + ((g * lanes + l) * n_views + v) * n_det;
+        for (int64_t c = 0; c < n_det; ++c) dst[c * lanes + l] = src[c];
       }
     }
   });
+  std::vector<T> transposed(groups * nx * ny * lanes);  // x-major results, (nx, ny, lanes) per group
+  for (int pass = 0; pass < 2; ++pass) {
+    const bool x_pass = pass == 0;
+    const int64_t n_lines = x_pass ? nx : ny, n_q = x_pass ? ny : nx;
+    at::parallel_for(0, groups * n_lines, 1, [&](int64_t t0, int64_t t1) {
+      constexpr int64_t kMaxWidth = 8;
+      std::vector<T> bins(n_q + 2 + 2 * kMaxWidth), acc((n_q + kMaxWidth) * lanes);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t g = t / n_lines, line = t % n_lines;
+        std::fill(acc.begin(), acc.end(), T(0));
+        for (int64_t v = 0; v < n_views; ++v) {
+          if (!tables.has_major(v, x_pass)) continue;
+          T line_map[6];
+          tables.line_map(v, x_pass, line, line_map);
+          const bool curved = line_map[4] != T(0);
+          line_bins(simd, line_map, curved, n_q, bins.data());
+          const T* sl = sino_lanes.data() + (g * n_views + v) * n_det * lanes;
+          const T* va = tables.alpha.data() + v * tables.n_det_padded;
+          const T* vb = tables.beta.data() + v * tables.n_det_padded;
+          const T* vw = tables.weight.data() + v * tables.n_det_padded;
+          for (const RayRun& run : tables.runs[v]) {
+            if (run.x_major != x_pass) continue;
+            if (simd)
+              avx2::accumulate_line_lanes<simd::Avx2<T>, T>(va, vb, vw, sl, T(line), run.first, run.last, bins.data(),
+                                                            tables.margin[v], n_q, acc.data());
+            else
+              portable::accumulate_line_lanes<simd::Scalar<T>, T>(va, vb, vw, sl, T(line), run.first, run.last,
+                                                                  bins.data(), tables.margin[v], n_q, acc.data());
+          }
+        }
+        T* tr = transposed.data() + g * nx * ny * lanes;
+        if (x_pass) {
+          std::copy(acc.begin(), acc.begin() + n_q * lanes, tr + line * ny * lanes);
+        } else {
+          for (int64_t l = 0; l < lanes && g * lanes + l < batch; ++l) {
+            T* o = out + ((g * lanes + l) * ny + line) * nx;
+            for (int64_t j = 0; j < nx; ++j) o[j] = acc[j * lanes + l] + tr[(j * ny + line) * lanes + l];
+          }
+        }
+      }
+    });
+  }
 }
 
 template <typename T>
@@ -192,8 +394,9 @@ at::Tensor joseph2d_forward_cpu(const at::Tensor& image, const at::Tensor& rays,
   auto out = at::empty({batch, n_views, n_det}, image.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "joseph2d_forward_cpu", [&] {
-    forward_impl<scalar_t>(img.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), batch,
-                           n_views, n_det, ny, nx);
+    auto impl = batch > 1 ? forward_lanes_impl<scalar_t> : forward_impl<scalar_t>;
+    impl(img.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), batch, n_views, n_det,
+         ny, nx);
   });
   return out;
 }
@@ -206,9 +409,11 @@ at::Tensor joseph2d_adjoint_cpu(const at::Tensor& sino, const at::Tensor& rays, 
   auto ray_table = rays.contiguous();
   auto out = at::zeros({batch, ny, nx}, sino.options());
   if (out.numel() == 0 || n_views == 0) return out;
+  auto view_table = views.contiguous();
   AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "joseph2d_adjoint_cpu", [&] {
-    adjoint_impl<scalar_t>(s.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), batch,
-                           n_views, n_det, ny, nx);
+    auto impl = batch > 1 ? adjoint_lanes_impl<scalar_t> : adjoint_impl<scalar_t>;
+    impl(s.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), view_table.data_ptr<scalar_t>(),
+         out.data_ptr<scalar_t>(), batch, n_views, n_det, ny, nx);
   });
   return out;
 }
