@@ -8,10 +8,15 @@
 // neighbouring rows) and one transposed (for y-major rays), so both kinds of
 // ray read memory the same way and the inner loop needs no bounds checks.
 //
-// Adjoint: the exact transpose of the forward, computed pixel by pixel (no
-// scatter, no atomics, a fixed summation order: bitwise reproducible whatever
-// the number of threads).  x-major rays are gathered column by column into a
-// transposed buffer, y-major rays row by row, and the two are added.
+// Adjoint: the literal transpose of the forward (scatter along each ray, the
+// same positions and weights).  Views are split into a fixed number of chunks
+// that scatter into private buffers, summed in chunk order: no atomics, and
+// bitwise the same result whatever the number of threads.  (The CUDA adjoint
+// gathers pixel by pixel instead, gather_view in joseph2d.h; the CPU runs that
+// form too, as joseph2d_adjoint_gather, so the tests check the GPU's math.)
+//
+// Batches: groups of 8 (float) or 4 (double) images are interleaved so that
+// each sample's arithmetic is shared by the group (image-lane kernels).
 #include "joseph2d_cpu.h"
 
 #include <ATen/Dispatch.h>
@@ -30,6 +35,7 @@ namespace known_ops {
 namespace {
 
 constexpr int64_t kPad = 2;  // zero rows on each side of the interpolated axis
+constexpr int64_t kAdjointTasks = 8;  // view chunks x image groups of the scatter adjoint
 
 namespace portable {
 #define KO_TARGET inline
@@ -116,14 +122,17 @@ void interleave_padded(const T* img, int64_t batch, int64_t b0, int64_t lanes, i
                        T* cols) {
   std::fill(rows, rows + (ny + 2 * kPad) * nx * lanes, T(0));
   std::fill(cols, cols + (nx + 2 * kPad) * ny * lanes, T(0));
+  constexpr int64_t kTile = 32;  // tiles keep the transposed writes in cache
   for (int64_t l = 0; l < lanes && b0 + l < batch; ++l) {
     const T* src = img + (b0 + l) * ny * nx;
-    for (int64_t i = 0; i < ny; ++i)
-      for (int64_t j = 0; j < nx; ++j) {
-        const T value = src[i * nx + j];
-        rows[((i + kPad) * nx + j) * lanes + l] = value;
-        cols[((j + kPad) * ny + i) * lanes + l] = value;
-      }
+    for (int64_t i0 = 0; i0 < ny; i0 += kTile)
+      for (int64_t j0 = 0; j0 < nx; j0 += kTile)
+        for (int64_t i = i0; i < std::min(i0 + kTile, ny); ++i)
+          for (int64_t j = j0; j < std::min(j0 + kTile, nx); ++j) {
+            const T value = src[i * nx + j];
+            rows[((i + kPad) * nx + j) * lanes + l] = value;
+            cols[((j + kPad) * ny + i) * lanes + l] = value;
+          }
   }
 }
 
@@ -171,199 +180,74 @@ void forward_lanes_impl(const T* img, const T* rays, T* out, int64_t batch, int6
   });
 }
 
-// bins[q + 1] = the view's detector bin of point q = -1 .. n_q on a line.
+// Adjoint, ray-driven: the literal transpose of forward_lanes_impl.  Views
+// are split into a fixed number of chunks per group of images (independent of
+// the thread count); each chunk scatters into private buffers, which are then
+// summed in chunk order, so results are bitwise reproducible.
 template <typename T>
-void line_bins(bool simd, const T* line_map, bool curved, int64_t n_q, T* bins) {
-  if (simd)
-    avx2::line_bins<simd::Avx2<T>, T>(line_map, curved, n_q, bins);
-  else
-    portable::line_bins<simd::Scalar<T>, T>(line_map, curved, n_q, bins);
-}
-
-// A maximal run of consecutive detector bins of one view whose rays share the major axis.
-struct RayRun {
-  int32_t first, last;
-  bool x_major;
-};
-
-// The ray table reorganised for the line-by-line adjoint: structure of
-// arrays, the runs of each view, and the per-view candidate-search margin.
-template <typename T>
-struct RayTables {
-  static constexpr int64_t kWindowPad = 16;  // SIMD windows read up to 2 * 8 - 1 past the last ray
-  std::vector<T> alpha, beta, weight, margin;
-  std::vector<std::vector<RayRun>> runs;
-  const T* views;
-  int64_t n_det, n_det_padded;  // per-view rows of alpha/beta/weight have n_det_padded entries
-
-  RayTables(const T* rays, const T* view_table, int64_t n_views, int64_t n_det_)
-      : alpha(n_views * (n_det_ + kWindowPad)), beta(n_views * (n_det_ + kWindowPad)),
-        weight(n_views * (n_det_ + kWindowPad)), margin(n_views), runs(n_views), views(view_table), n_det(n_det_),
-        n_det_padded(n_det_ + kWindowPad) {
-    for (int64_t v = 0; v < n_views; ++v) {
-      for (int64_t c = 0; c < n_det; ++c) {
-        const T* r = rays + (v * n_det + c) * RAY_FIELDS;
-        alpha[v * n_det_padded + c] = r[0];
-        beta[v * n_det_padded + c] = r[1];
-        weight[v * n_det_padded + c] = r[2];
-        const bool x_major = r[3] != T(0);
-        if (c == 0 || runs[v].back().x_major != x_major)
-          runs[v].push_back(RayRun{int32_t(c), int32_t(c), x_major});
-        else
-          runs[v].back().last = int32_t(c);
-      }
-      // Bins are found with a margin against rounding (float32 view maps, the
-      // approximate atan of curved detectors); extra candidates get zero weight.
-      margin[v] = T(0.01) + T(1e-5) * std::abs(view_table[v * VIEW_FIELDS + 6]);
-    }
-  }
-
-  bool has_major(int64_t v, bool x_major) const {
-    for (const RayRun& run : runs[v])
-      if (run.x_major == x_major) return true;
-    return false;
-  }
-
-  // The view map restricted to a line: bin(q) = from (num0 + num1 q) / (den0 + den1 q);
-  // a column j (x_pass, pixels i = q) or a row i (pixels j = q).
-  void line_map(int64_t v, bool x_pass, int64_t line, T* out) const {
-    const T* view = views + v * VIEW_FIELDS;
-    const T l = T(line);
-    if (x_pass) {
-      out[0] = view[0] + view[2] * l;
-      out[1] = view[1];
-      out[2] = view[3] + view[5] * l;
-      out[3] = view[4];
-    } else {
-      out[0] = view[0] + view[1] * l;
-      out[1] = view[2];
-      out[2] = view[3] + view[4] * l;
-      out[3] = view[5];
-    }
-    out[4] = view[6];
-    out[5] = view[7];
-  }
-};
-
-// Adjoint of single images, pixel-driven (see the file comment): SIMD lanes
-// run over the pixels of a line, gathering the rays that reach each pixel.
-template <typename T>
-void adjoint_impl(const T* sino, const T* rays, const T* views, T* out, int64_t batch, int64_t n_views,
-                  int64_t n_det, int64_t ny, int64_t nx) {
+void adjoint_scatter_impl(const T* sino, const T* rays, T* out, int64_t batch, int64_t n_views, int64_t n_det,
+                          int64_t ny, int64_t nx) {
   const bool simd = use_avx2();
-  const RayTables<T> tables(rays, views, n_views, n_det);
-  // Sinograms with each view's row padded like the tables (windowed loads).
-  const int64_t n_det_padded = tables.n_det_padded;
-  std::vector<T> sino_padded(batch * n_views * n_det_padded, T(0));
-  for (int64_t r = 0; r < batch * n_views; ++r)
-    std::copy(sino + r * n_det, sino + (r + 1) * n_det, sino_padded.begin() + r * n_det_padded);
-  // One pass per major axis: x-major rays fill columns (lines j, pixels i)
-  // into a transposed buffer, y-major rays fill rows (lines i, pixels j).
-  std::vector<T> transposed(batch * nx * ny);
-  for (int pass = 0; pass < 2; ++pass) {
-    const bool x_pass = pass == 0;
-    const int64_t n_lines = x_pass ? nx : ny, n_q = x_pass ? ny : nx;
-    at::parallel_for(0, batch * n_lines, 1, [&](int64_t t0, int64_t t1) {
-      constexpr int64_t kMaxWidth = 8;
-      std::vector<T> bins(n_q + 2 + 2 * kMaxWidth), acc(n_q + kMaxWidth);
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t b = t / n_lines, line = t % n_lines;
-        std::fill(acc.begin(), acc.end(), T(0));
-        for (int64_t v = 0; v < n_views; ++v) {
-          if (!tables.has_major(v, x_pass)) continue;
-          T line_map[6];
-          tables.line_map(v, x_pass, line, line_map);
-          const bool curved = line_map[4] != T(0);
-          line_bins(simd, line_map, curved, n_q, bins.data());
-          const T* s = sino_padded.data() + (b * n_views + v) * n_det_padded;
-          const T* va = tables.alpha.data() + v * n_det_padded;
-          const T* vb = tables.beta.data() + v * n_det_padded;
-          const T* vw = tables.weight.data() + v * n_det_padded;
-          for (const RayRun& run : tables.runs[v]) {
-            if (run.x_major != x_pass) continue;
-            if (simd)
-              avx2::accumulate_line<simd::Avx2<T>, T>(va, vb, vw, s, T(line), run.first, run.last, bins.data(),
-                                                      tables.margin[v], n_q, acc.data());
-            else
-              portable::accumulate_line<simd::Scalar<T>, T>(va, vb, vw, s, T(line), run.first, run.last, bins.data(),
-                                                            tables.margin[v], n_q, acc.data());
-          }
-        }
-        if (x_pass) {
-          std::copy(acc.begin(), acc.begin() + n_q, transposed.begin() + (b * nx + line) * ny);
-        } else {
-          T* o = out + (b * ny + line) * nx;
-          const T* tr = transposed.data() + b * nx * ny;
-          for (int64_t j = 0; j < nx; ++j) o[j] = acc[j] + tr[j * ny + line];
-        }
-      }
-    });
-  }
-}
-
-// Adjoint for batches: the line-by-line gather of adjoint_impl with the
-// candidate search done once per pixel and view for `lanes` sinograms.
-template <typename T>
-void adjoint_lanes_impl(const T* sino, const T* rays, const T* views, T* out, int64_t batch, int64_t n_views,
-                        int64_t n_det, int64_t ny, int64_t nx) {
-  const bool simd = use_avx2();
-  const int64_t lanes = image_lanes<T>(simd);
+  const int64_t lanes = batch > 1 ? image_lanes<T>(simd) : 1;
   const int64_t groups = (batch + lanes - 1) / lanes;
-  const RayTables<T> tables(rays, views, n_views, n_det);
-  // Sinograms interleaved per group: (n_views, n_det, lanes).
-  std::vector<T> sino_lanes(groups * n_views * n_det * lanes, T(0));
-  at::parallel_for(0, groups * n_views, 1, [&](int64_t t0, int64_t t1) {
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(n_views, (kAdjointTasks + groups - 1) / groups));
+  const int64_t views_per_chunk = (n_views + chunks - 1) / chunks;
+  const int64_t rows_size = (ny + 2 * kPad) * nx * lanes, cols_size = (nx + 2 * kPad) * ny * lanes;
+  std::vector<T> partial(groups * chunks * (rows_size + cols_size), T(0));
+  at::parallel_for(0, groups * chunks, 1, [&](int64_t t0, int64_t t1) {
+    std::vector<T> value(n_det * lanes);
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t g = t / n_views, v = t % n_views;
-      T* dst = sino_lanes.data() + t * n_det * lanes;
-      for (int64_t l = 0; l < lanes && g * lanes + l < batch; ++l) {
-        const T* src = sino + ((g * lanes + l) * n_views + v) * n_det;
-        for (int64_t c = 0; c < n_det; ++c) dst[c * lanes + l] = src[c];
+      const int64_t g = t / chunks, k = t % chunks;
+      T* rows = partial.data() + t * (rows_size + cols_size);
+      T* cols = rows + rows_size;
+      const int64_t v1 = std::min(n_views, (k + 1) * views_per_chunk);
+      for (int64_t v = k * views_per_chunk; v < v1; ++v) {
+        std::fill(value.begin(), value.end(), T(0));
+        for (int64_t l = 0; l < lanes && g * lanes + l < batch; ++l) {
+          const T* s = sino + ((g * lanes + l) * n_views + v) * n_det;
+          for (int64_t c = 0; c < n_det; ++c) value[c * lanes + l] = s[c];
+        }
+        const T* ray = rays + v * n_det * RAY_FIELDS;
+        for (int64_t c = 0; c < n_det; ++c, ray += RAY_FIELDS) {
+          const bool x_major = ray[3] != T(0);
+          T* buf = x_major ? rows : cols;
+          const int64_t stride = x_major ? nx : ny, n_minor = x_major ? ny : nx;
+          const T* val = value.data() + c * lanes;
+          if (simd && lanes > 1)
+            avx2::march_scatter_lanes<simd::Avx2<T>, T>(buf, stride, n_minor, stride, ray[0], ray[1], ray[2], val);
+          else if (simd)
+            avx2::march_scatter_lanes<simd::Scalar<T>, T>(buf, stride, n_minor, stride, ray[0], ray[1], ray[2], val);
+          else
+            portable::march_scatter_lanes<simd::Scalar<T>, T>(buf, stride, n_minor, stride, ray[0], ray[1], ray[2],
+                                                              val);
+        }
       }
     }
   });
-  std::vector<T> transposed(groups * nx * ny * lanes);  // x-major results, (nx, ny, lanes) per group
-  for (int pass = 0; pass < 2; ++pass) {
-    const bool x_pass = pass == 0;
-    const int64_t n_lines = x_pass ? nx : ny, n_q = x_pass ? ny : nx;
-    at::parallel_for(0, groups * n_lines, 1, [&](int64_t t0, int64_t t1) {
-      constexpr int64_t kMaxWidth = 8;
-      std::vector<T> bins(n_q + 2 + 2 * kMaxWidth), acc((n_q + kMaxWidth) * lanes);
-      for (int64_t t = t0; t < t1; ++t) {
-        const int64_t g = t / n_lines, line = t % n_lines;
-        std::fill(acc.begin(), acc.end(), T(0));
-        for (int64_t v = 0; v < n_views; ++v) {
-          if (!tables.has_major(v, x_pass)) continue;
-          T line_map[6];
-          tables.line_map(v, x_pass, line, line_map);
-          const bool curved = line_map[4] != T(0);
-          line_bins(simd, line_map, curved, n_q, bins.data());
-          const T* sl = sino_lanes.data() + (g * n_views + v) * n_det * lanes;
-          const T* va = tables.alpha.data() + v * tables.n_det_padded;
-          const T* vb = tables.beta.data() + v * tables.n_det_padded;
-          const T* vw = tables.weight.data() + v * tables.n_det_padded;
-          for (const RayRun& run : tables.runs[v]) {
-            if (run.x_major != x_pass) continue;
-            if (simd)
-              avx2::accumulate_line_lanes<simd::Avx2<T>, T>(va, vb, vw, sl, T(line), run.first, run.last, bins.data(),
-                                                            tables.margin[v], n_q, acc.data());
-            else
-              portable::accumulate_line_lanes<simd::Scalar<T>, T>(va, vb, vw, sl, T(line), run.first, run.last,
-                                                                  bins.data(), tables.margin[v], n_q, acc.data());
-          }
+  // out[b, i, j] = sum over chunks of rows[i + pad, j, lane] + cols[j + pad, i, lane],
+  // by tiles of rows so that the transposed reads stay in cache.
+  constexpr int64_t kTile = 32;
+  const int64_t row_tiles = (ny + kTile - 1) / kTile;
+  at::parallel_for(0, batch * row_tiles, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / row_tiles, i0 = (t % row_tiles) * kTile, i1 = std::min(i0 + kTile, ny);
+      const int64_t g = b / lanes, l = b % lanes;
+      T* o = out + b * ny * nx;
+      for (int64_t i = i0; i < i1; ++i) std::fill(o + i * nx, o + (i + 1) * nx, T(0));
+      for (int64_t k = 0; k < chunks; ++k) {
+        const T* rows = partial.data() + (g * chunks + k) * (rows_size + cols_size);
+        const T* cols = rows + rows_size;
+        for (int64_t i = i0; i < i1; ++i) {
+          const T* r = rows + (i + kPad) * nx * lanes + l;
+          for (int64_t j = 0; j < nx; ++j) o[i * nx + j] += r[j * lanes];
         }
-        T* tr = transposed.data() + g * nx * ny * lanes;
-        if (x_pass) {
-          std::copy(acc.begin(), acc.begin() + n_q * lanes, tr + line * ny * lanes);
-        } else {
-          for (int64_t l = 0; l < lanes && g * lanes + l < batch; ++l) {
-            T* o = out + ((g * lanes + l) * ny + line) * nx;
-            for (int64_t j = 0; j < nx; ++j) o[j] = acc[j * lanes + l] + tr[(j * ny + line) * lanes + l];
-          }
+        for (int64_t j = 0; j < nx; ++j) {
+          const T* c = cols + (j + kPad) * ny * lanes + l;
+          for (int64_t i = i0; i < i1; ++i) o[i * nx + j] += c[i * lanes];
         }
       }
-    });
-  }
+    }
+  });
 }
 
 template <typename T>
@@ -409,11 +293,9 @@ at::Tensor joseph2d_adjoint_cpu(const at::Tensor& sino, const at::Tensor& rays, 
   auto ray_table = rays.contiguous();
   auto out = at::zeros({batch, ny, nx}, sino.options());
   if (out.numel() == 0 || n_views == 0) return out;
-  auto view_table = views.contiguous();
   AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "joseph2d_adjoint_cpu", [&] {
-    auto impl = batch > 1 ? adjoint_lanes_impl<scalar_t> : adjoint_impl<scalar_t>;
-    impl(s.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), view_table.data_ptr<scalar_t>(),
-         out.data_ptr<scalar_t>(), batch, n_views, n_det, ny, nx);
+    adjoint_scatter_impl<scalar_t>(s.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+                                   batch, n_views, n_det, ny, nx);
   });
   return out;
 }
