@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# GPU check for known-ops (issue 2, deliverable 8), for a machine with an NVIDIA GPU, nvcc,
+# a CUDA build of torch in its python3, and no network:
+#   1. pick a python that sees the CUDA torch (a venv with --system-site-packages, or python3 itself
+#      when it already is a venv: a venv made from a venv would not see the parent's packages),
+#   2. build the extension with its CUDA kernels (nothing is downloaded: --no-index, --no-deps),
+#   3. print nvidia-smi and the torch / CUDA versions,
+#   4. run the CUDA tests (CPU vs CUDA agreement),
+#   5. time ours on CUDA: case a with a batch of 256, the GPU target's problem (256 views, batch 256)
+#      and case c, via benchmarks/operators.py --device cuda.
+# Results go to $OUT when it is set, else benchmarks/results/: gpu_operators.{json,md} and gpu_check.log.
+# Environment: PYTHON (default python3), MAX_JOBS (build parallelism), TORCH_CUDA_ARCH_LIST (default: the
+# GPUs present), GPU_CHECK_REPEATS (timed repeats, default 20). Meant to finish within about 5 minutes.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+RESULTS_DIR="${OUT:-$ROOT/benchmarks/results}"
+mkdir -p "$RESULTS_DIR"
+LOG="$RESULTS_DIR/gpu_check.log"
+exec > >(tee "$LOG") 2>&1
+
+step() { printf '\n=== [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+START=$SECONDS
+
+step "python"
+PY="${PYTHON:-python3}"
+if "$PY" -c 'import sys; sys.exit(0 if sys.prefix != sys.base_prefix else 1)'; then
+    echo "$("$PY" -c 'import sys; print(sys.prefix)') is already a virtual environment: using it"
+else
+    VENV="$ROOT/.venv-gpu"
+    [ -x "$VENV/bin/python" ] || "$PY" -m venv --system-site-packages "$VENV"
+    PY="$VENV/bin/python"
+fi
+"$PY" - <<'EOF'
+import sys
+import torch
+print(f"python {sys.version.split()[0]} at {sys.executable}")
+print(f"torch {torch.__version__}, CUDA build {torch.version.cuda}, cuda available {torch.cuda.is_available()}")
+if torch.version.cuda is None or not torch.cuda.is_available():
+    sys.exit("gpu_check: this python's torch is not a CUDA build or sees no GPU; set PYTHON to one that does")
+for i in range(torch.cuda.device_count()):
+    p = torch.cuda.get_device_properties(i)
+    print(f"  cuda:{i} {p.name}, {p.total_memory / 2**30:.1f} GiB, {p.multi_processor_count} SMs, "
+          f"capability {p.major}.{p.minor}")
+EOF
+
+step "nvidia-smi"
+nvidia-smi || echo "(nvidia-smi failed; continuing: torch sees the GPU)"
+command -v nvcc >/dev/null && nvcc --version | tail -n 2 || echo "nvcc not on PATH (torch's CUDA_HOME is used)"
+
+step "build the extension with CUDA"
+export KNOWN_OPS_CUDA=1
+export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+"$PY" -m pip install --no-build-isolation --no-deps --no-index -e . 2>&1 | tail -n 20
+"$PY" - <<'EOF'
+import torch
+import known_ops
+from known_ops import _build_info
+assert _build_info.WITH_CUDA, "known_ops was built without its CUDA kernels"
+print(f"known_ops {known_ops.__version__} built with CUDA kernels against torch {_build_info.TORCH_VERSION}")
+EOF
+echo "build done after $((SECONDS - START)) s"
+
+step "CUDA tests (CPU vs CUDA agreement)"
+if [ ! -f tests/test_cuda.py ]; then
+    echo "gpu_check: tests/test_cuda.py is missing" >&2
+    exit 1
+fi
+TEST_STATUS=0
+"$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py || TEST_STATUS=$?
+echo "tests done after $((SECONDS - START)) s (pytest exit status $TEST_STATUS)"
+
+step "timings on CUDA"
+"$PY" benchmarks/operators.py --device cuda --cases a256,g256,c --peers ours,grid_sample \
+    --repeats "${GPU_CHECK_REPEATS:-20}" --output-dir "$RESULTS_DIR" --name gpu_operators
+
+step "done in $((SECONDS - START)) s; results in $RESULTS_DIR"
+exit "$TEST_STATUS"
