@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.metadata
+import multiprocessing
 import json
 import math
 import sys
@@ -373,44 +374,59 @@ def versions() -> dict:
 
 
 # --------------------------------------------------------------------------- running
-def run_case(case: Case, methods: list[str], device: str, repeats: int, warmup: int, max_seconds: float) -> list[dict]:
+def measure_method(case: Case, name: str, device: str, repeats: int, warmup: int, max_seconds: float,
+                   threads: int | None = None) -> list[dict]:
+    """Set up one method on one case and time its forward and adjoint; rows for the report."""
+    if threads:
+        torch.set_num_threads(threads)
     x, y = make_data(case)
     rows = []
-    for name in methods:
-        on = device if name in TORCH_METHODS else "cpu"
-        base = {"case": case.name, "method": name, "device": on, "batch": case.batch}
+    on = device if name in TORCH_METHODS else "cpu"
+    base = {"case": case.name, "method": name, "device": on, "batch": case.batch}
+    try:
+        prepared = METHODS[name](case, x, y, device)
+    except Skip as e:
+        status = "n/a" if isinstance(e, NotApplicable) else "skipped"
+        print(f"  {name:<20} {status}: {e}", flush=True)
+        return [{**base, "status": status, "reason": str(e)}]
+    except Exception as e:  # a peer that fails is recorded, not fatal
+        print(f"  {name:<20} failed to set up: {type(e).__name__}: {e}", flush=True)
+        return [{**base, "status": "failed", "reason": f"setup: {type(e).__name__}: {e}"}]
+    for op in ("forward", "adjoint"):
+        fn = getattr(prepared, op)
         try:
-            prepared = METHODS[name](case, x, y, device)
-        except Skip as e:
-            status = "n/a" if isinstance(e, NotApplicable) else "skipped"
-            rows.append({**base, "status": status, "reason": str(e)})
-            print(f"  {name:<20} {status}: {e}", flush=True)
+            t = measure(fn, repeats=repeats, warmup=max(warmup, prepared.warmup), max_seconds=max_seconds,
+                        device=device)
+        except Exception as e:
+            rows.append({**base, "op": op, "status": "failed", "reason": f"{type(e).__name__}: {e}"})
+            print(f"  {name:<20} {op:<8} failed: {type(e).__name__}: {e}", flush=True)
             continue
-        except Exception as e:  # a peer that fails is recorded, not fatal
-            rows.append({**base, "status": "failed", "reason": f"setup: {type(e).__name__}: {e}"})
-            print(f"  {name:<20} failed to set up: {type(e).__name__}: {e}", flush=True)
-            continue
-        for op in ("forward", "adjoint"):
-            fn = getattr(prepared, op)
-            try:
-                t = measure(fn, repeats=repeats, warmup=max(warmup, prepared.warmup), max_seconds=max_seconds,
-                            device=device)
-            except Exception as e:
-                rows.append({**base, "op": op, "status": "failed", "reason": f"{type(e).__name__}: {e}"})
-                print(f"  {name:<20} {op:<8} failed: {type(e).__name__}: {e}", flush=True)
-                continue
-            per_image = t.median_ms / case.batch
-            rows.append({**base, "op": op, "status": "ok", "note": prepared.note, "ms": t.median_ms,
-                         "ms_per_image": per_image, "min_ms": t.min_ms, "repeats": t.repeats,
-                         "times_ms": [round(v, 4) for v in t.times_ms],
-                         "samples_per_s": case.samples_per_image / (per_image / 1e3),
-                         "images_per_s": 1e3 / per_image})
-            print(f"  {name:<20} {op:<8} {per_image:10.3f} ms/image  "
-                  f"{rows[-1]['samples_per_s']:.3e} samples/s  ({t.repeats} repeats)", flush=True)
-        if prepared.close is not None:
-            prepared.close()
-        del prepared
-        gc.collect()
+        per_image = t.median_ms / case.batch
+        rows.append({**base, "op": op, "status": "ok", "note": prepared.note, "ms": t.median_ms,
+                     "ms_per_image": per_image, "min_ms": t.min_ms, "repeats": t.repeats,
+                     "times_ms": [round(v, 4) for v in t.times_ms],
+                     "samples_per_s": case.samples_per_image / (per_image / 1e3),
+                     "images_per_s": 1e3 / per_image})
+        print(f"  {name:<20} {op:<8} {per_image:10.3f} ms/image  "
+              f"{rows[-1]['samples_per_s']:.3e} samples/s  ({t.repeats} repeats)", flush=True)
+    if prepared.close is not None:
+        prepared.close()
+    return rows
+
+
+def run_case(case: Case, methods: list[str], device: str, repeats: int, warmup: int, max_seconds: float,
+             threads: int | None = None, isolate: bool = True) -> list[dict]:
+    """Times every method on one case. Each method runs in a fresh process by default: peers leave
+    thread pools behind (JAX's, OpenMP's) that would otherwise share the cores with the next method."""
+    rows = []
+    for name in methods:
+        args = (case, name, device, repeats, warmup, max_seconds, threads)
+        if isolate:
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                rows += pool.apply(measure_method, args)
+        else:
+            rows += measure_method(*args)
+            gc.collect()
     add_speedups(rows)
     return rows
 
@@ -562,6 +578,8 @@ def main(argv=None):
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop repeating a measurement after this much time (default 20; quick 3)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    p.add_argument("--no-isolate", action="store_true",
+                   help="run every method in this process (default: a fresh process per method and case)")
     p.add_argument("--output-dir", default=str(RESULTS), help="where to write NAME.json and NAME.md")
     p.add_argument("--name", default=None, help="output file stem (default: operators, gpu_operators on CUDA)")
     args = p.parse_args(argv)
@@ -593,13 +611,15 @@ def main(argv=None):
     rows: list[dict] = []
     for case in cases:
         print(f"\n{case.name}: {case.title}", flush=True)
-        rows += run_case(case, methods, args.device, repeats, warmup, max_seconds)
+        rows += run_case(case, methods, args.device, repeats, warmup, max_seconds, args.threads,
+                         isolate=not args.no_isolate)
     targets = check_targets(rows, cases, device)
     print_report(cases, rows, targets, info)
 
     settings = {"command": " ".join(["python", "benchmarks/operators.py"] + (argv if argv is not None
                                                                             else sys.argv[1:])),
-                "quick": args.quick, "repeats": repeats, "warmup": warmup, "max_seconds": max_seconds,
+                "quick": args.quick, "isolated_processes": not args.no_isolate, "repeats": repeats,
+                "warmup": warmup, "max_seconds": max_seconds,
                 "dtype": "float32", "methods": methods}
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

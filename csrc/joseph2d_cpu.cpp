@@ -193,6 +193,7 @@ void adjoint_scatter_impl(const T* sino, const T* rays, T* out, int64_t batch, i
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(n_views, (kAdjointTasks + groups - 1) / groups));
   const int64_t views_per_chunk = (n_views + chunks - 1) / chunks;
   const int64_t rows_size = (ny + 2 * kPad) * nx * lanes, cols_size = (nx + 2 * kPad) * ny * lanes;
+  const bool offsets_fit_int32 = std::max(rows_size, cols_size) < std::numeric_limits<int32_t>::max();
   std::vector<T> partial(groups * chunks * (rows_size + cols_size), T(0));
   at::parallel_for(0, groups * chunks, 1, [&](int64_t t0, int64_t t1) {
     std::vector<T> value(n_det * lanes);
@@ -215,8 +216,8 @@ void adjoint_scatter_impl(const T* sino, const T* rays, T* out, int64_t batch, i
           const T* val = value.data() + c * lanes;
           if (simd && lanes > 1)
             avx2::march_scatter_lanes<simd::Avx2<T>, T>(buf, stride, n_minor, stride, ray[0], ray[1], ray[2], val);
-          else if (simd)
-            avx2::march_scatter_lanes<simd::Scalar<T>, T>(buf, stride, n_minor, stride, ray[0], ray[1], ray[2], val);
+          else if (simd && offsets_fit_int32)
+            avx2::march_scatter_single<simd::Avx2<T>, T>(buf, stride, n_minor, stride, ray[0], ray[1], ray[2], *val);
           else
             portable::march_scatter_lanes<simd::Scalar<T>, T>(buf, stride, n_minor, stride, ray[0], ray[1], ray[2],
                                                               val);

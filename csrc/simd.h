@@ -40,6 +40,7 @@ struct Scalar {
   static index mul_index(index a, index b) { return a * b; }
   static mask less_equal_index(index a, index b) { return a <= b; }
   static T hsum(real a) { return a; }
+  static void store_index(int32_t* p, index a) { *p = a; }
   static real gather(const T* base, index idx, mask m) { return m ? base[idx] : T(0); }
 };
 
@@ -71,6 +72,7 @@ struct Avx2<float> {
   KO_AVX2 static mask less_equal_index(index a, index b) {
     return _mm256_xor_si256(_mm256_cmpgt_epi32(a, b), _mm256_set1_epi32(-1));
   }
+  KO_AVX2 static void store_index(int32_t* p, index a) { _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), a); }
   KO_AVX2 static float hsum(real a) {  // fixed pairwise order: deterministic
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -107,6 +109,7 @@ struct Avx2<double> {
   KO_AVX2 static mask less_equal_index(index a, index b) {
     return _mm_xor_si128(_mm_cmpgt_epi32(a, b), _mm_set1_epi32(-1));
   }
+  KO_AVX2 static void store_index(int32_t* p, index a) { _mm_storeu_si128(reinterpret_cast<__m128i*>(p), a); }
   KO_AVX2 static double hsum(real a) {
     __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
     s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
