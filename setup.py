@@ -6,7 +6,7 @@ it, KNOWN_OPS_CUDA=0 disables it).  Build against the installed torch:
 
     pip install --no-build-isolation -e .
 """
-import hashlib
+import importlib.util
 import os
 from pathlib import Path
 
@@ -19,14 +19,12 @@ ROOT = Path(__file__).resolve().parent
 CSRC = ROOT / "csrc"
 
 
-def source_fingerprint() -> str:
-    """Hash of every file under csrc/; known_ops compares it at import to detect a stale build."""
-    digest = hashlib.sha256()
-    for path in sorted(CSRC.rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(ROOT).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+def load_fingerprint_module():
+    """known_ops/_fingerprint.py, loaded by path (importing known_ops would need the extension)."""
+    spec = importlib.util.spec_from_file_location("_known_ops_fingerprint", ROOT / "known_ops" / "_fingerprint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def want_cuda() -> bool:
@@ -39,7 +37,7 @@ def want_cuda() -> bool:
 def write_build_info(with_cuda: bool) -> None:
     (ROOT / "known_ops" / "_build_info.py").write_text(
         "# Written by setup.py at build time; do not edit.\n"
-        f"SOURCE_FINGERPRINT = {source_fingerprint()!r}\n"
+        f"SOURCE_FINGERPRINT = {load_fingerprint_module().source_fingerprint(CSRC)!r}\n"
         f"TORCH_VERSION = {torch.__version__!r}\n"
         f"WITH_CUDA = {with_cuda!r}\n"
     )

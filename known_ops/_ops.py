@@ -7,10 +7,11 @@ and its fake kernel (shapes only, for ``torch.compile`` and meta tensors).
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
+
+from ._fingerprint import source_fingerprint
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CSRC = _PACKAGE_DIR.parent / "csrc"
@@ -22,15 +23,7 @@ _BUILD_HINT = (
 
 def _source_fingerprint() -> str | None:
     """Hash of csrc/ as setup.py computes it; None when the sources are not beside the package."""
-    if not _CSRC.is_dir():
-        return None
-    digest = hashlib.sha256()
-    root = _CSRC.parent
-    for path in sorted(_CSRC.rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(root).as_posix().encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
+    return source_fingerprint(_CSRC) if _CSRC.is_dir() else None
 
 
 def _load_extension() -> None:
