@@ -238,6 +238,9 @@ KO_HD T gather_view(const T* rays, const T* view, const T* sino, int64_t n_det, 
     T lo = b0 < b1 ? b0 : b1;
     T hi = b0 < b1 ? b1 : b0;
     if (!(hi >= T(-2)) || !(lo <= T(n_det + 1))) continue;  // also skips NaN
+    // Clamp before converting, so that a far-away bin cannot overflow int64.
+    lo = lo < T(-2) ? T(-2) : lo;
+    hi = hi > T(n_det + 1) ? T(n_det + 1) : hi;
     int64_t c0 = int64_t(floor_(lo)) - 1;
     int64_t c1 = int64_t(ceil_(hi)) + 1;
     c0 = c0 < 0 ? 0 : c0;

@@ -23,6 +23,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -52,6 +53,19 @@ namespace avx2 {
 #include "joseph2d_cpu_kernels.inc"
 #undef KO_TARGET
 }  // namespace avx2
+
+// Like at::parallel_for(0, n, 1, body), but the threads take items one at a
+// time from a shared counter: a thread that is slowed down (a busy virtual
+// CPU, another process) no longer holds the others back at the end, as with
+// equal static shares.  Items write disjoint outputs, so results do not depend
+// on which thread runs which item.
+template <class F>
+void parallel_items(int64_t n, const F& body) {
+  std::atomic<int64_t> next{0};
+  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
+    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) body(i, i + 1);
+  });
+}
 
 bool use_avx2() {
   static const bool enabled = [] {
@@ -96,7 +110,7 @@ void forward_impl(const T* img, const T* rays, T* out, int64_t batch, int64_t n_
       pad_image(img + b * ny * nx, ny, nx, rows, rows + rows_size);
     }
   });
-  at::parallel_for(0, batch * n_views, 1, [&](int64_t t0, int64_t t1) {
+  parallel_items(batch * n_views, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t b = t / n_views, v = t % n_views;
       const T* rows = padded.data() + b * (rows_size + cols_size);
@@ -163,7 +177,7 @@ void forward_lanes_impl(const T* img, const T* rays, T* out, int64_t batch, int6
       interleave_padded(img, batch, g * lanes, lanes, ny, nx, rows, rows + rows_size);
     }
   });
-  at::parallel_for(0, groups * n_views, 1, [&](int64_t t0, int64_t t1) {
+  parallel_items(groups * n_views, [&](int64_t t0, int64_t t1) {
     std::vector<T> lane_out(n_det * lanes);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t g = t / n_views, v = t % n_views;
@@ -199,7 +213,7 @@ void adjoint_scatter_impl(const T* sino, const T* rays, T* out, int64_t batch, i
   const int64_t rows_size = (ny + 2 * kPad) * nx * lanes, cols_size = (nx + 2 * kPad) * ny * lanes;
   const bool offsets_fit_int32 = std::max(rows_size, cols_size) < std::numeric_limits<int32_t>::max();
   std::vector<T> partial(groups * chunks * (rows_size + cols_size), T(0));
-  at::parallel_for(0, groups * chunks, 1, [&](int64_t t0, int64_t t1) {
+  parallel_items(groups * chunks, [&](int64_t t0, int64_t t1) {
     std::vector<T> value(n_det * lanes);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t g = t / chunks, k = t % chunks;
