@@ -154,20 +154,12 @@ void interleave_padded(const T* img, int64_t batch, int64_t b0, int64_t lanes, i
   }
 }
 
-template <typename T>
-void march_sum_lanes(bool simd, const T* buf, int64_t stride, int64_t n_minor, int64_t n_major, const T* ray, T* out) {
-  if (simd)
-    avx2::march_sum_lanes<simd::Avx2<T>, T>(buf, stride, n_minor, n_major, ray[0], ray[1], ray[2], out);
-  else
-    portable::march_sum_lanes<simd::Scalar<T>, T>(buf, stride, n_minor, n_major, ray[0], ray[1], ray[2], out);
-}
-
-// Forward for batches: groups of `lanes` images share every ray's arithmetic.
+// Forward for batches, on CPUs with AVX2: groups of `lanes` images share every
+// ray's arithmetic.
 template <typename T>
 void forward_lanes_impl(const T* img, const T* rays, T* out, int64_t batch, int64_t n_views, int64_t n_det,
                         int64_t ny, int64_t nx) {
-  const bool simd = use_avx2();
-  const int64_t lanes = image_lanes<T>(simd);
+  const int64_t lanes = image_lanes<T>(true);
   const int64_t groups = (batch + lanes - 1) / lanes;
   const int64_t rows_size = (ny + 2 * kPad) * nx * lanes, cols_size = (nx + 2 * kPad) * ny * lanes;
   std::vector<T> padded(groups * (rows_size + cols_size));
@@ -185,10 +177,9 @@ void forward_lanes_impl(const T* img, const T* rays, T* out, int64_t batch, int6
       const T* cols = rows + rows_size;
       const T* ray = rays + v * n_det * RAY_FIELDS;
       for (int64_t c = 0; c < n_det; ++c, ray += RAY_FIELDS) {
-        if (ray[3] != T(0))
-          march_sum_lanes(simd, rows, nx, ny, nx, ray, lane_out.data() + c * lanes);
-        else
-          march_sum_lanes(simd, cols, ny, nx, ny, ray, lane_out.data() + c * lanes);
+        const bool x_major = ray[3] != T(0);
+        avx2::march_sum_lanes<simd::Avx2<T>, T>(x_major ? rows : cols, x_major ? nx : ny, x_major ? ny : nx,
+                                                x_major ? nx : ny, ray[0], ray[1], ray[2], lane_out.data() + c * lanes);
       }
       for (int64_t l = 0; l < lanes && g * lanes + l < batch; ++l) {
         T* o = out + ((g * lanes + l) * n_views + v) * n_det;
@@ -297,7 +288,8 @@ at::Tensor joseph2d_forward_cpu(const at::Tensor& image, const at::Tensor& rays,
   auto out = at::empty({batch, n_views, n_det}, image.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "joseph2d_forward_cpu", [&] {
-    auto impl = batch > 1 ? forward_lanes_impl<scalar_t> : forward_impl<scalar_t>;
+    // Image lanes pay off only with SIMD; the portable build takes one image at a time.
+    auto impl = batch > 1 && use_avx2() ? forward_lanes_impl<scalar_t> : forward_impl<scalar_t>;
     impl(img.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), batch, n_views, n_det,
          ny, nx);
   });
@@ -310,8 +302,8 @@ at::Tensor joseph2d_adjoint_cpu(const at::Tensor& sino, const at::Tensor& rays, 
   const int64_t batch = sino.size(0), n_views = sino.size(1), n_det = sino.size(2);
   auto s = sino.contiguous();
   auto ray_table = rays.contiguous();
-  auto out = at::zeros({batch, ny, nx}, sino.options());
-  if (out.numel() == 0 || n_views == 0) return out;
+  auto out = at::empty({batch, ny, nx}, sino.options());  // every element is written below
+  if (out.numel() == 0 || n_views == 0) return out.zero_();
   AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "joseph2d_adjoint_cpu", [&] {
     adjoint_scatter_impl<scalar_t>(s.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
                                    batch, n_views, n_det, ny, nx);

@@ -60,6 +60,8 @@ class RayTransform(nn.Module):
     major axis, one sample per column or row) with its exact transpose.
     """
 
+    _TABLES = ("_rays", "_views", "_rays_f32", "_views_f32")
+
     def __init__(self, volume: Volume, geometry, model: str = "joseph"):
         super().__init__()
         if not isinstance(volume, Volume):
@@ -80,9 +82,11 @@ class RayTransform(nn.Module):
         rays, views = _ops.tables_2d(
             torch.from_numpy(geometry.to_vectors()), geometry._kind, geometry.det_count, volume.shape, [sy, sx, oy, ox]
         )
-        # float64 tables; cast to the data's dtype at call time (a no-op for float64).
+        # The tables in float64 and, computed once here rather than at every call, in float32.
         self.register_buffer("_rays", rays, persistent=False)
         self.register_buffer("_views", views, persistent=False)
+        self.register_buffer("_rays_f32", rays.float(), persistent=False)
+        self.register_buffer("_views_f32", views.float(), persistent=False)
         self.__dict__["_adjoint"] = _Adjoint(self)  # not a submodule: A and A.T share one set of tables
 
     @property
@@ -91,11 +95,11 @@ class RayTransform(nn.Module):
 
     def _apply(self, fn, recurse=True):
         # Module casts (A.float(), model.half(), model.to(dtype)) must not round
-        # the geometry: the tables stay float64 and only follow device moves.
-        rays, views = self._rays, self._views
+        # the geometry: each table keeps its dtype and only follows device moves.
+        tables = {name: getattr(self, name) for name in self._TABLES}
         super()._apply(fn, recurse)
-        self._rays = rays.to(self._rays.device)
-        self._views = views.to(self._views.device)
+        for name, table in tables.items():
+            setattr(self, name, table.to(getattr(self, name).device))
         return self
 
     @property
@@ -112,7 +116,9 @@ class RayTransform(nn.Module):
                 f"{name} is on {data.device} but the operator's geometry tables are on {self._rays.device}; "
                 f"move the operator with .to({str(data.device)!r})"
             )
-        return self._rays.to(data.dtype), self._views.to(data.dtype)
+        if data.dtype == torch.float32:
+            return self._rays_f32, self._views_f32
+        return self._rays, self._views
 
     def _check_trailing(self, t: torch.Tensor, name: str, expected: tuple[int, ...], what: str) -> None:
         _check_floating(t, name)
