@@ -2,8 +2,9 @@
 
 All objects are immutable, validated at construction and printable. Every
 projection geometry is stored as per-view vectors in ASTRA's layout
-(``parallel_vec`` / ``fanflat_vec``), so circular scans and arbitrary
-trajectories share one representation; see ``docs/conventions.md``.
+(``parallel_vec`` / ``fanflat_vec`` in 2D, ``parallel3d_vec`` / ``cone_vec``
+in 3D), so circular scans and arbitrary trajectories share one
+representation; see ``docs/conventions.md``.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Volume", "ParallelBeam2D", "FanBeam2D", "uniform_angles"]
+__all__ = ["Volume", "ParallelBeam2D", "FanBeam2D", "ParallelBeam3D", "ConeBeam3D", "uniform_angles"]
 
 
 # --- validation helpers ------------------------------------------------------------------------
@@ -43,7 +44,7 @@ def _positive_float(value, name: str) -> float:
     return value
 
 
-def _per_axis(value, n: int, name: str, check) -> tuple[float, ...]:
+def _per_axis(value, n: int, name: str, check, axes: str = "one per axis of the volume") -> tuple[float, ...]:
     """A scalar (same for every axis) or a sequence of n values, each passed through check."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return tuple(check(value, name) for _ in range(n))
@@ -52,8 +53,24 @@ def _per_axis(value, n: int, name: str, check) -> tuple[float, ...]:
     except TypeError:
         raise TypeError(f"{name} must be a number or a sequence of {n} numbers, got {value!r}") from None
     if len(items) != n:
-        raise ValueError(f"{name} must have {n} entries (one per axis of the volume), got {len(items)}")
+        raise ValueError(f"{name} must have {n} entries ({axes}), got {len(items)}")
     return tuple(check(v, f"{name}[{k}]") for k, v in enumerate(items))
+
+
+def _detector_pair(value, name: str, check) -> tuple[float, float]:
+    """A 3D detector quantity: a scalar (rows and columns alike) or a pair (rows, cols)."""
+    return _per_axis(value, 2, name, check, axes="rows, cols")
+
+
+def _det_shape(value) -> tuple[int, int]:
+    """(n_rows, n_cols) of a 3D detector, positive integers."""
+    try:
+        dims = tuple(value)
+    except TypeError:
+        raise TypeError(f"det_shape must be a pair (n_rows, n_cols) of positive integers, got {value!r}") from None
+    if len(dims) != 2:
+        raise ValueError(f"det_shape must have 2 entries (n_rows, n_cols), got {len(dims)}")
+    return tuple(_positive_int(n, f"det_shape[{k}]") for k, n in enumerate(dims))
 
 
 def _float_array(values, name: str, ndim: int) -> np.ndarray:
@@ -154,19 +171,20 @@ class Volume(_Frozen):
         return f"Volume(shape={self.shape}, spacing={self.spacing}, offset={self.offset})"
 
 
-# --- projection geometries -----------------------------------------------------------------------
+# --- projection geometries: common parts ---------------------------------------------------------
 
 
-class _Geometry2D(_Frozen):
-    """Per-view vectors (n_views, 6) plus detector size; the common part of 2D geometries."""
+class _Geometry(_Frozen):
+    """Per-view vectors in ASTRA's layout plus the detector size; the common part of every geometry."""
 
-    __slots__ = ("_vectors", "det_count", "angles", "det_offset")
-    ndim = 2
+    __slots__ = ("_vectors", "angles", "det_offset")
+    ndim: int
+    _det_attr: str  # name of the detector-size attribute: det_count (2D) or det_shape (3D)
     _kind: int  # geometry kind understood by the kernels (known_ops._ops)
 
-    def _init_vectors(self, vectors: np.ndarray, det_count: int, angles: np.ndarray | None, det_offset=None) -> None:
+    def _init_vectors(self, vectors: np.ndarray, det_size, angles: np.ndarray | None, det_offset=None) -> None:
         self._set("_vectors", vectors)
-        self._set("det_count", det_count)
+        self._set(self._det_attr, det_size)
         self._set("angles", angles)
         self._set("det_offset", det_offset)  # mm; None when built from vectors
 
@@ -174,14 +192,133 @@ class _Geometry2D(_Frozen):
     def n_views(self) -> int:
         return self._vectors.shape[0]
 
+    def to_vectors(self) -> np.ndarray:
+        """(n_views, 6) (2D) or (n_views, 12) (3D) float64 array in ASTRA's vector layout (a copy)."""
+        return np.array(self._vectors)
+
+    def __eq__(self, other):
+        return (
+            type(other) is type(self)
+            and getattr(self, self._det_attr) == getattr(other, other._det_attr)
+            and self._extra_key() == other._extra_key()
+            and np.array_equal(self._vectors, other._vectors)
+        )
+
+    def __hash__(self):
+        return hash((type(self), getattr(self, self._det_attr), self._vectors.tobytes()))
+
+    def _extra_key(self):
+        return ()
+
+    def _offset_repr(self) -> str:
+        offset = self.det_offset
+        if offset is None or not np.any(offset):
+            return ""
+        text = f"{offset:g}" if np.ndim(offset) == 0 else "(" + ", ".join(f"{o:g}" for o in offset) + ")"
+        return f", det_offset={text} mm"
+
+    def _angles_repr(self) -> str:
+        if self.angles is None:
+            return f"{self.n_views} views from vectors"
+        a = self.angles
+        return f"{len(a)} angles in [{a.min():.4g}, {a.max():.4g}] rad"
+
+
+class _PointSource:
+    """Fan and cone beams: a point source per view (the first ``ndim`` numbers of each row of
+    vectors) and a flat or curved detector. Mixed into a _Geometry subclass."""
+
+    __slots__ = ()
+
+    def _set_point_source(self, detector: str, source_distance, detector_distance) -> None:
+        self._set("detector", detector)
+        self._set("source_distance", source_distance)  # None when built from vectors
+        self._set("detector_distance", detector_distance)
+
+    @property
+    def _kind(self) -> int:
+        return 1 if self.detector == "flat" else 2
+
+    def _extra_key(self):
+        return (self.detector,)
+
+    def sources(self) -> np.ndarray:
+        """(n_views, 2) (2D) or (n_views, 3) (3D) source positions (mm)."""
+        return np.array(self._vectors[:, 0 : self.ndim])
+
+    def _distances_repr(self) -> str:
+        if self.source_distance is None:
+            return ""
+        return f"source_distance={self.source_distance:g}, detector_distance={self.detector_distance:g}, "
+
+
+def _validate_vectors(vectors, n_cols: int) -> np.ndarray:
+    arr = _float_array(vectors, "vectors", 2)
+    if arr.shape[1] != n_cols:
+        raise ValueError(f"vectors must have shape (n_views, {n_cols}), got {arr.shape}")
+    return arr
+
+
+def _check_nonzero(norms: np.ndarray, name: str) -> None:
+    if np.any(norms <= 0):
+        raise ValueError(f"{name} must be a non-zero vector in every view")
+
+
+def _detector_kind(detector) -> str:
+    if detector not in ("flat", "curved"):
+        raise ValueError(f"detector must be 'flat' or 'curved', got {detector!r}")
+    return detector
+
+
+def _source_detector_distances(source_distance, detector_distance) -> tuple[float, float]:
+    """Validated (D_so, D_od): the source outside the isocentre, the detector beyond the source."""
+    d_so = _positive_float(source_distance, "source_distance")
+    d_od = _finite_float(detector_distance, "detector_distance")
+    if d_so + d_od <= 0:
+        raise ValueError(
+            f"source_distance + detector_distance must be positive (the detector lies beyond the source), "
+            f"got {d_so} + {d_od}"
+        )
+    return d_so, d_od
+
+
+def _parallel_vectors_2d(theta: np.ndarray, du: float, offset: float) -> np.ndarray:
+    """Circular parallel beam, (n_views, 6): r = (sin t, -cos t), d = offset (cos t, sin t), u = du (cos t, sin t)."""
+    c, s = np.cos(theta), np.sin(theta)
+    return np.stack([s, -c, offset * c, offset * s, du * c, du * s], axis=1)
+
+
+def _fan_vectors_2d(theta: np.ndarray, d_so: float, d_od: float, du: float, offset: float, detector: str) -> np.ndarray:
+    """Circular fan beam, (n_views, 6): source, detector centre and pixel step (flat or curved, with offset)."""
+    c, s = np.cos(theta), np.sin(theta)
+    source = np.stack([d_so * s, -d_so * c], axis=1)
+    centre = np.stack([-d_od * s, d_od * c], axis=1)
+    tangent = np.stack([c, s], axis=1)  # unit vector along the detector
+    if detector == "flat":
+        centre = centre + offset * tangent
+    else:
+        # Rotate the detector centre about the source by the arc angle offset / (D_so + D_od).
+        phi = offset / (d_so + d_od)
+        axis = (centre - source) / (d_so + d_od)  # unit, source -> detector
+        centre = source + (d_so + d_od) * (np.cos(phi) * axis + np.sin(phi) * tangent)
+        tangent = np.cos(phi) * tangent - np.sin(phi) * axis
+    return np.concatenate([source, centre, du * tangent], axis=1)
+
+
+# --- 2D geometries -------------------------------------------------------------------------------
+
+
+class _Geometry2D(_Geometry):
+    """Per-view vectors (n_views, 6) plus detector size; the common part of 2D geometries."""
+
+    __slots__ = ("det_count",)
+    ndim = 2
+    _det_attr = "det_count"
+
     @property
     def shape(self) -> tuple[int, int]:
         """Shape of one projection stack: (n_views, det_count)."""
         return (self.n_views, self.det_count)
-
-    def to_vectors(self) -> np.ndarray:
-        """(n_views, 6) float64 array in ASTRA's vector layout (a copy)."""
-        return np.array(self._vectors)
 
     @property
     def det_spacing(self) -> np.ndarray:
@@ -195,41 +332,6 @@ class _Geometry2D(_Frozen):
         from . import _ops
 
         return _ops.rays_2d(torch.from_numpy(self.to_vectors()), self._kind, self.det_count)
-
-    def __eq__(self, other):
-        return (
-            type(other) is type(self)
-            and self.det_count == other.det_count
-            and self._extra_key() == other._extra_key()
-            and np.array_equal(self._vectors, other._vectors)
-        )
-
-    def __hash__(self):
-        return hash((type(self), self.det_count, self._vectors.tobytes()))
-
-    def _extra_key(self):
-        return ()
-
-    def _offset_repr(self) -> str:
-        return f", det_offset={self.det_offset:g} mm" if self.det_offset else ""
-
-    def _angles_repr(self) -> str:
-        if self.angles is None:
-            return f"{self.n_views} views from vectors"
-        a = self.angles
-        return f"{len(a)} angles in [{a.min():.4g}, {a.max():.4g}] rad"
-
-
-def _validate_vectors(vectors, n_cols: int) -> np.ndarray:
-    arr = _float_array(vectors, "vectors", 2)
-    if arr.shape[1] != n_cols:
-        raise ValueError(f"vectors must have shape (n_views, {n_cols}), got {arr.shape}")
-    return arr
-
-
-def _check_nonzero(norms: np.ndarray, name: str) -> None:
-    if np.any(norms <= 0):
-        raise ValueError(f"{name} must be a non-zero vector in every view")
 
 
 class ParallelBeam2D(_Geometry2D):
@@ -250,8 +352,7 @@ class ParallelBeam2D(_Geometry2D):
         det_count = _positive_int(det_count, "det_count")
         du = _positive_float(det_spacing, "det_spacing")
         offset = _finite_float(det_offset, "det_offset")
-        c, s = np.cos(theta), np.sin(theta)
-        vectors = np.stack([s, -c, offset * c, offset * s, du * c, du * s], axis=1)
+        vectors = _parallel_vectors_2d(theta, du, offset)
         vectors.flags.writeable = False
         theta.flags.writeable = False
         self._init_vectors(vectors, det_count, theta, offset)
@@ -277,7 +378,7 @@ class ParallelBeam2D(_Geometry2D):
         )
 
 
-class FanBeam2D(_Geometry2D):
+class FanBeam2D(_PointSource, _Geometry2D):
     """2D fan-beam geometry with a flat or curved (equiangular) detector.
 
     Circular scan: source ``s = D_so (sin t, -cos t)``, detector centre
@@ -302,36 +403,16 @@ class FanBeam2D(_Geometry2D):
         detector: str = "flat",
     ):
         theta = _float_array(angles, "angles", 1)
-        d_so = _positive_float(source_distance, "source_distance")
-        d_od = _finite_float(detector_distance, "detector_distance")
-        if d_so + d_od <= 0:
-            raise ValueError(
-                f"source_distance + detector_distance must be positive (the detector lies beyond the source), "
-                f"got {d_so} + {d_od}"
-            )
+        d_so, d_od = _source_detector_distances(source_distance, detector_distance)
         det_count = _positive_int(det_count, "det_count")
         du = _positive_float(det_spacing, "det_spacing")
         offset = _finite_float(det_offset, "det_offset")
         detector = _detector_kind(detector)
-        c, s = np.cos(theta), np.sin(theta)
-        source = np.stack([d_so * s, -d_so * c], axis=1)
-        centre = np.stack([-d_od * s, d_od * c], axis=1)
-        tangent = np.stack([c, s], axis=1)  # unit vector along the detector
-        if detector == "flat":
-            centre = centre + offset * tangent
-        else:
-            # Rotate the detector centre about the source by the arc angle offset / (D_so + D_od).
-            phi = offset / (d_so + d_od)
-            axis = (centre - source) / (d_so + d_od)  # unit, source -> detector
-            centre = source + (d_so + d_od) * (np.cos(phi) * axis + np.sin(phi) * tangent)
-            tangent = np.cos(phi) * tangent - np.sin(phi) * axis
-        vectors = np.concatenate([source, centre, du * tangent], axis=1)
+        vectors = _fan_vectors_2d(theta, d_so, d_od, du, offset, detector)
         vectors.flags.writeable = False
         theta.flags.writeable = False
         self._init_vectors(vectors, det_count, theta, offset)
-        self._set("detector", detector)
-        self._set("source_distance", d_so)
-        self._set("detector_distance", d_od)
+        self._set_point_source(detector, d_so, d_od)
 
     @classmethod
     def from_vectors(cls, vectors, det_count: int, detector: str = "flat") -> "FanBeam2D":
@@ -357,34 +438,325 @@ class FanBeam2D(_Geometry2D):
             raise ValueError("vectors: the detector line must not pass through the source in any view")
         geo = cls.__new__(cls)
         geo._init_vectors(arr, det_count, None)
-        geo._set("detector", detector)
-        geo._set("source_distance", None)
-        geo._set("detector_distance", None)
+        geo._set_point_source(detector, None, None)
         return geo
 
-    @property
-    def _kind(self) -> int:  # type: ignore[override]
-        return 1 if self.detector == "flat" else 2
-
-    def _extra_key(self):
-        return (self.detector,)
-
-    def sources(self) -> np.ndarray:
-        """(n_views, 2) source positions (mm)."""
-        return np.array(self._vectors[:, 0:2])
-
     def __repr__(self):
-        if self.source_distance is not None:
-            dist = f"source_distance={self.source_distance:g}, detector_distance={self.detector_distance:g}, "
-        else:
-            dist = ""
         return (
-            f"FanBeam2D({self._angles_repr()}, {dist}det_count={self.det_count}, "
+            f"FanBeam2D({self._angles_repr()}, {self._distances_repr()}det_count={self.det_count}, "
             f"det_spacing={self.det_spacing.mean():.4g} mm{self._offset_repr()}, detector={self.detector!r})"
         )
 
 
-def _detector_kind(detector) -> str:
-    if detector not in ("flat", "curved"):
-        raise ValueError(f"detector must be 'flat' or 'curved', got {detector!r}")
-    return detector
+# --- 3D geometries -------------------------------------------------------------------------------
+
+
+def _norm(a: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(a, axis=-1)
+
+
+def _index_offsets(n: int) -> np.ndarray:
+    """k - (n-1)/2 for k = 0 ... n-1: a pixel's index relative to the detector centre."""
+    return np.arange(n, dtype=np.float64) - (n - 1) / 2
+
+
+def _lift_to_3d(vectors2d: np.ndarray, z_first, z_centre, dv: float) -> np.ndarray:
+    """12-number rows (a, d, u, v) from the 6-number rows (a, d, u) of a circular 2D scan: the first
+    vector gets the height z_first, the detector centre z_centre, u stays horizontal, v = (0, 0, dv)."""
+    n = vectors2d.shape[0]
+    zeros = np.zeros(n)
+    first = np.broadcast_to(np.asarray(z_first, dtype=np.float64), (n,))
+    centre = np.broadcast_to(np.asarray(z_centre, dtype=np.float64), (n,))
+    a, d, u = vectors2d[:, 0:2], vectors2d[:, 2:4], vectors2d[:, 4:6]
+    columns = [a[:, 0], a[:, 1], first, d[:, 0], d[:, 1], centre, u[:, 0], u[:, 1], zeros, zeros, zeros, np.full(n, dv)]
+    vectors = np.stack(columns, axis=1)
+    vectors.flags.writeable = False
+    return vectors
+
+
+def _split_3d(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four (n_views, 3) parts of 12-number rows: (s or r, d, u, v)."""
+    return vectors[:, 0:3], vectors[:, 3:6], vectors[:, 6:9], vectors[:, 9:12]
+
+
+def _detector_normal(arr: np.ndarray) -> np.ndarray:
+    """u x v per view, after checking that u and v are non-zero and not parallel."""
+    _, _, u, v = _split_3d(arr)
+    u_len, v_len = _norm(u), _norm(v)
+    _check_nonzero(u_len, "the detector column step u (vectors[:, 6:9])")
+    _check_nonzero(v_len, "the detector row step v (vectors[:, 9:12])")
+    normal = np.cross(u, v)
+    if np.any(_norm(normal) <= 1e-12 * u_len * v_len):
+        raise ValueError("vectors: the detector steps u (vectors[:, 6:9]) and v (vectors[:, 9:12]) must not be parallel in any view")
+    return normal
+
+
+def _check_crosses_detector(direction: np.ndarray, normal: np.ndarray, message: str) -> None:
+    """Raise ValueError(message) unless `direction` leaves the detector plane (normal `normal`) in every view."""
+    along = np.abs(np.sum(direction * normal, axis=1))
+    if np.any(along <= 1e-12 * _norm(direction) * _norm(normal)):
+        raise ValueError(message)
+
+
+def _cylinder_frame(vectors: np.ndarray):
+    """Curved detector: (hv, R, e_c, e_u) per view, with h = d - s split into hv (along v) and
+    hc = R e_c (across v), and e_u = u / |u|."""
+    s, d, u, v = _split_3d(vectors)
+    h = d - s
+    e_v = v / _norm(v)[:, None]
+    hv = np.sum(h * e_v, axis=1, keepdims=True) * e_v
+    hc = h - hv
+    radius = _norm(hc)
+    return hv, radius, hc / np.where(radius > 0, radius, 1.0)[:, None], u / _norm(u)[:, None]
+
+
+class _Geometry3D(_Geometry):
+    """Per-view vectors (n_views, 12) plus detector shape (n_rows, n_cols); the common part of 3D geometries."""
+
+    __slots__ = ("det_shape",)
+    ndim = 3
+    _det_attr = "det_shape"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Shape of one projection stack: (n_views, n_rows, n_cols)."""
+        return (self.n_views, *self.det_shape)
+
+    @property
+    def det_spacing(self) -> np.ndarray:
+        """(n_views, 2) detector pixel size (mm) per view, (rows, cols): (|v|, |u|)."""
+        return np.stack([_norm(self._vectors[:, 9:12]), _norm(self._vectors[:, 6:9])], axis=1)
+
+    def _flat_pixel_centres(self) -> np.ndarray:
+        """(n_views, n_rows, n_cols, 3): d + (c - c0) u + (r - r0) v."""
+        _, d, u, v = _split_3d(self._vectors)
+        rows, cols = _index_offsets(self.det_shape[0]), _index_offsets(self.det_shape[1])
+        return (
+            d[:, None, None, :]
+            + cols[None, None, :, None] * u[:, None, None, :]
+            + rows[None, :, None, None] * v[:, None, None, :]
+        )
+
+    def _ray_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Origins and directions, each (n_views, n_rows, n_cols, 3) (or broadcastable to it)."""
+        raise NotImplementedError
+
+    def rays(self):
+        """(n_views, n_rows, n_cols, 6) float64 tensor: origin (x, y, z) and direction (x, y, z) of the
+        ray of every detector pixel (mm)."""
+        import torch
+
+        origin, direction = np.broadcast_arrays(*self._ray_arrays())
+        return torch.from_numpy(np.concatenate([origin, direction], axis=-1))
+
+    def _spacing_repr(self) -> str:
+        dv, du = self.det_spacing.mean(axis=0)
+        return f"det_shape={self.det_shape}, det_spacing=({dv:.4g}, {du:.4g}) mm{self._offset_repr()}"
+
+
+class ParallelBeam3D(_Geometry3D):
+    """3D parallel-beam geometry; detector ``det_shape = (n_rows, n_cols)``.
+
+    Circular scan: view ``t`` has ray direction ``r = (sin t, -cos t, 0)``, detector
+    centre ``d = u_offset (cos t, sin t, 0) + v_offset (0, 0, 1)``, column step
+    ``u = du (cos t, sin t, 0)`` and row step ``v = (0, 0, dv)``, with
+    ``det_spacing = (dv, du)`` and ``det_offset = (v_offset, u_offset)`` in mm
+    (a scalar applies to rows and columns alike).
+    """
+
+    __slots__ = ()
+    _kind = 0
+
+    def __init__(self, angles, det_shape, det_spacing=1.0, det_offset=0.0):
+        theta = _float_array(angles, "angles", 1)
+        det_shape = _det_shape(det_shape)
+        dv, du = _detector_pair(det_spacing, "det_spacing", _positive_float)
+        v_offset, u_offset = _detector_pair(det_offset, "det_offset", _finite_float)
+        vectors = _lift_to_3d(_parallel_vectors_2d(theta, du, u_offset), 0.0, v_offset, dv)
+        theta.flags.writeable = False
+        self._init_vectors(vectors, det_shape, theta, (v_offset, u_offset))
+
+    @classmethod
+    def from_vectors(cls, vectors, det_shape) -> "ParallelBeam3D":
+        """From an (n_views, 12) array in ASTRA's ``parallel3d_vec`` layout: ray direction r, detector
+        centre d, column step u, row step v."""
+        arr = _validate_vectors(vectors, 12)
+        det_shape = _det_shape(det_shape)
+        _check_nonzero(_norm(arr[:, 0:3]), "the ray direction r (vectors[:, 0:3])")
+        normal = _detector_normal(arr)
+        _check_crosses_detector(
+            arr[:, 0:3], normal, "vectors: the rays (r, vectors[:, 0:3]) must not be parallel to the detector plane in any view"
+        )
+        geo = cls.__new__(cls)
+        geo._init_vectors(arr, det_shape, None)
+        return geo
+
+    def _ray_arrays(self):
+        ray = self._vectors[:, None, None, 0:3]
+        return self._flat_pixel_centres(), ray
+
+    def __repr__(self):
+        return f"ParallelBeam3D({self._angles_repr()}, {self._spacing_repr()})"
+
+
+class ConeBeam3D(_PointSource, _Geometry3D):
+    """3D cone-beam geometry with a flat or curved (cylindrical) detector; ``det_shape = (n_rows, n_cols)``.
+
+    Circular scan: source ``s = (D_so sin t, -D_so cos t, z_t)``, detector centre
+    ``d = (-D_od sin t, D_od cos t, z_t)``, column step ``u = du (cos t, sin t, 0)``,
+    row step ``v = (0, 0, dv)``, with ``D_so = source_distance``,
+    ``D_od = detector_distance`` (ASTRA's ``origin_det``), ``det_spacing = (dv, du)``.
+    Helical scan: ``z_t = pitch (t - mean(angles)) / (2 pi)`` (``pitch`` in mm per
+    turn; 0: circular). ``det_offset = (v_offset, u_offset)`` (mm) moves the detector
+    along ``v`` and along ``u`` (flat) or around the cylinder (curved). A scalar
+    spacing or offset applies to rows and columns alike.
+
+    A curved detector is a cylinder of radius ``D_so + D_od`` whose axis passes
+    through the source along ``v``; its columns are ``du`` mm of arc apart.
+    """
+
+    __slots__ = ("detector", "source_distance", "detector_distance", "pitch")
+
+    def __init__(
+        self,
+        angles,
+        source_distance: float,
+        detector_distance: float,
+        det_shape,
+        det_spacing=1.0,
+        det_offset=0.0,
+        detector: str = "flat",
+        pitch: float = 0.0,
+    ):
+        theta = _float_array(angles, "angles", 1)
+        d_so, d_od = _source_detector_distances(source_distance, detector_distance)
+        det_shape = _det_shape(det_shape)
+        dv, du = _detector_pair(det_spacing, "det_spacing", _positive_float)
+        v_offset, u_offset = _detector_pair(det_offset, "det_offset", _finite_float)
+        detector = _detector_kind(detector)
+        pitch = _finite_float(pitch, "pitch")
+        z = pitch * (theta - theta.mean()) / (2 * math.pi)
+        vectors = _lift_to_3d(_fan_vectors_2d(theta, d_so, d_od, du, u_offset, detector), z, z + v_offset, dv)
+        theta.flags.writeable = False
+        self._init_vectors(vectors, det_shape, theta, (v_offset, u_offset))
+        self._set_point_source(detector, d_so, d_od)
+        self._set("pitch", pitch)
+
+    @classmethod
+    def from_vectors(cls, vectors, det_shape, detector: str = "flat") -> "ConeBeam3D":
+        """From an (n_views, 12) array in ASTRA's ``cone_vec`` layout: source s, detector centre d,
+        column step u, row step v.
+
+        With ``detector="curved"`` the same layout describes a cylinder whose axis
+        passes through ``s`` along ``v``, through ``d``; ``u`` is the tangent step at
+        ``d`` (arc length per column) and must be perpendicular to ``v`` and to the
+        part of ``d - s`` across ``v``. ASTRA's ``cone_vec`` reads such rows as a flat detector.
+        """
+        arr = _validate_vectors(vectors, 12)
+        det_shape = _det_shape(det_shape)
+        detector = _detector_kind(detector)
+        normal = _detector_normal(arr)
+        s, d, u, v = _split_3d(arr)
+        if detector == "flat":
+            _check_crosses_detector(d - s, normal, "vectors: the source must not lie in the detector plane in any view")
+        else:
+            _, radius, e_c, e_u = _cylinder_frame(arr)
+            _check_nonzero(radius, "for a curved detector, the part of (d - s) across v (the cylinder radius)")
+            e_v = v / _norm(v)[:, None]
+            if np.any(np.abs(np.sum(e_u * e_v, axis=1)) > 1e-9) or np.any(np.abs(np.sum(e_u * e_c, axis=1)) > 1e-9):
+                raise ValueError(
+                    "vectors: for a curved detector u must be perpendicular to v and to (d - s) minus its "
+                    "component along v, in every view"
+                )
+        geo = cls.__new__(cls)
+        geo._init_vectors(arr, det_shape, None)
+        geo._set_point_source(detector, None, None)
+        geo._set("pitch", None)
+        return geo
+
+    @classmethod
+    def from_projection_matrices(cls, P, det_shape, det_spacing) -> "ConeBeam3D":
+        """A flat-detector geometry from (n_views, 3, 4) projection matrices (array or tensor).
+
+        ``P`` maps homogeneous world coordinates ``(x, y, z, 1)`` (mm) to homogeneous
+        detector pixel indices ``(col, row, 1)`` up to scale, 0-based at pixel centres:
+        ``col = (P[0] . X) / (P[2] . X)``, ``row = (P[1] . X) / (P[2] . X)``. The sign of
+        each ``P`` is fixed so that the world origin lies in front of the source
+        (``P[2, 3] > 0``), and the detector is placed where its pixels are
+        ``det_spacing = (dv, du)`` mm apart (``P`` fixes only the pixels' directions).
+        """
+        arr = _float_array(P, "P", 3)
+        if arr.shape[1:] != (3, 4):
+            raise ValueError(f"P must have shape (n_views, 3, 4), got {arr.shape}")
+        det_shape = _det_shape(det_shape)
+        dv, du = _detector_pair(det_spacing, "det_spacing", _positive_float)
+        depth = arr[:, 2, 3]
+        if np.any(depth == 0):
+            k = int(np.flatnonzero(depth == 0)[0])
+            raise ValueError(
+                f"P: P[{k}, 2, 3] = 0, i.e. the world origin lies in the source plane of view {k}; its sign cannot "
+                f"be fixed (the world origin must lie in front of the source)"
+            )
+        arr = arr * np.sign(depth)[:, None, None]
+        m, p4 = arr[:, :, 0:3], arr[:, :, 3]
+        with np.errstate(all="ignore"):
+            condition = np.linalg.cond(m)
+        singular = ~(condition < 1e12)
+        if np.any(singular):
+            k = int(np.flatnonzero(singular)[0])
+            raise ValueError(f"P: the left 3x3 block of P[{k}] is singular (condition number {condition[k]:.3g})")
+        m_inv = np.linalg.inv(m)
+        source = -np.einsum("nij,nj->ni", m_inv, p4)
+        a, b, e = m_inv[:, :, 0], m_inv[:, :, 1], m_inv[:, :, 2]
+        scale = du / _norm(a)
+        row_step = scale * _norm(b)
+        mismatch = np.abs(row_step - dv) > 1e-6 * dv
+        if np.any(mismatch):
+            k = int(np.flatnonzero(mismatch)[0])
+            raise ValueError(
+                f"det_spacing: the pixel aspect ratio of P (row step / column step = {row_step[k] / du:.9g} in "
+                f"view {k}) does not match det_spacing (dv / du = {dv / du:.9g})"
+            )
+        n_rows, n_cols = det_shape
+        c0, r0 = (n_cols - 1) / 2, (n_rows - 1) / 2
+        centre = source + scale[:, None] * (c0 * a + r0 * b + e)
+        vectors = np.concatenate([source, centre, scale[:, None] * a, scale[:, None] * b], axis=1)
+        return cls.from_vectors(vectors, det_shape)
+
+    def to_projection_matrices(self) -> np.ndarray:
+        """(n_views, 3, 4) float64 projection matrices (flat detectors only), in the convention of
+        ``from_projection_matrices``: ``P = [B^-1 | -B^-1 s]`` with ``B = [u | v | d0 - s]`` (columns)
+        and ``d0`` the centre of pixel (row 0, col 0)."""
+        if self.detector != "flat":
+            raise ValueError(
+                "to_projection_matrices: a curved (cylindrical) detector is not a projective camera; "
+                "only flat detectors have projection matrices"
+            )
+        s, d, u, v = _split_3d(self._vectors)
+        n_rows, n_cols = self.det_shape
+        corner = d - (n_cols - 1) / 2 * u - (n_rows - 1) / 2 * v
+        b_inv = np.linalg.inv(np.stack([u, v, corner - s], axis=2))
+        return np.concatenate([b_inv, -b_inv @ s[:, :, None]], axis=2)
+
+    def _ray_arrays(self):
+        s = self._vectors[:, None, None, 0:3]
+        if self.detector == "flat":
+            centres = self._flat_pixel_centres()
+        else:
+            _, _, u, v = _split_3d(self._vectors)
+            hv, radius, e_c, e_u = _cylinder_frame(self._vectors)
+            rows, cols = _index_offsets(self.det_shape[0]), _index_offsets(self.det_shape[1])
+            gamma = cols[None, :] * (_norm(u) / radius)[:, None]  # (n_views, n_cols)
+            on_cylinder = (
+                radius[:, None, None] * (np.cos(gamma)[..., None] * e_c[:, None, :] + np.sin(gamma)[..., None] * e_u[:, None, :])
+                + hv[:, None, :]
+            )  # (n_views, n_cols, 3), relative to s
+            centres = s + on_cylinder[:, None, :, :] + rows[None, :, None, None] * v[:, None, None, :]
+        return s, centres - s
+
+    def __repr__(self):
+        pitch = f", pitch={self.pitch:g} mm" if self.pitch else ""
+        return (
+            f"ConeBeam3D({self._angles_repr()}, {self._distances_repr()}{self._spacing_repr()}{pitch}, "
+            f"detector={self.detector!r})"
+        )
