@@ -1,10 +1,13 @@
 """phantoms: ground-truth images and their exact projections for testing CT operators.
 
-2D Shepp-Logan (original and modified/Toft) as ellipse tables, supersampled
-rasterisation on a ``known_ops.Volume`` and exact analytic line integrals for any
-2D geometry. Orientation and scaling are documented in ``docs/phantoms.md``.
+2D Shepp-Logan (original and modified/Toft) as ellipse tables and 3D Shepp-Logan
+(Kak-Slaney and modified/Schabel) as ellipsoid tables; supersampled
+rasterisation / voxelisation on a ``known_ops.Volume`` and exact analytic line
+integrals for any 2D or 3D geometry. Orientation and scaling are documented in
+``docs/phantoms.md``.
 """
 from .ellipses import Ellipse, ellipse_image, ellipse_line_integrals
+from .ellipsoids import Ellipsoid, ellipsoid_line_integrals, ellipsoid_volume
 from .shepp_logan import (
     DEFAULT_SCALE,
     MODIFIED_SHEPP_LOGAN,
@@ -13,6 +16,14 @@ from .shepp_logan import (
     shepp_logan,
     shepp_logan_ellipses,
     shepp_logan_projections,
+)
+from .shepp_logan_3d import (
+    MODIFIED_SHEPP_LOGAN_3D,
+    SHEPP_LOGAN_3D,
+    phantom_scale_3d,
+    shepp_logan_3d,
+    shepp_logan_3d_ellipsoids,
+    shepp_logan_3d_projections,
 )
 
 __all__ = [
@@ -26,4 +37,13 @@ __all__ = [
     "shepp_logan",
     "shepp_logan_ellipses",
     "shepp_logan_projections",
+    "Ellipsoid",
+    "ellipsoid_volume",
+    "ellipsoid_line_integrals",
+    "SHEPP_LOGAN_3D",
+    "MODIFIED_SHEPP_LOGAN_3D",
+    "phantom_scale_3d",
+    "shepp_logan_3d",
+    "shepp_logan_3d_ellipsoids",
+    "shepp_logan_3d_projections",
 ]

@@ -62,6 +62,24 @@ def _ellipse_table(ellipses) -> np.ndarray:
     return table
 
 
+def _check_rays(origins, directions, dim: int):
+    """float64 tensors (origins, directions on the origins' device, |directions|), checked: shapes
+    (..., dim), finite values, non-zero directions."""
+    origins = torch.as_tensor(origins, dtype=torch.float64)
+    directions = torch.as_tensor(directions, dtype=torch.float64, device=origins.device)
+    if origins.shape[-1:] != (dim,) or directions.shape != origins.shape:
+        raise ValueError(
+            f"origins and directions must both have shape (..., {dim}), got {tuple(origins.shape)} and "
+            f"{tuple(directions.shape)}"
+        )
+    if not bool(torch.isfinite(origins).all() and torch.isfinite(directions).all()):
+        raise ValueError("origins and directions must be finite")
+    length = torch.linalg.vector_norm(directions, dim=-1)
+    if bool((length == 0).any()):
+        raise ValueError("directions must be non-zero vectors")
+    return origins, directions, length
+
+
 def _check_dtype(dtype) -> None:
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
@@ -166,18 +184,7 @@ def ellipse_line_integrals(origins, directions, ellipses) -> torch.Tensor:
     ``|d'|^2 = d^T Q d`` with ``Q = M^T M = R diag(1/a^2, 1/b^2) R^T``, so all ellipses
     are handled at once with two small matrix products.
     """
-    origins = torch.as_tensor(origins, dtype=torch.float64)
-    directions = torch.as_tensor(directions, dtype=torch.float64)
-    if origins.shape[-1:] != (2,) or directions.shape != origins.shape:
-        raise ValueError(
-            f"origins and directions must both have shape (..., 2), got {tuple(origins.shape)} and "
-            f"{tuple(directions.shape)}"
-        )
-    if not bool(torch.isfinite(origins).all() and torch.isfinite(directions).all()):
-        raise ValueError("origins and directions must be finite")
-    direction_len = torch.linalg.vector_norm(directions, dim=-1)
-    if bool((direction_len == 0).any()):
-        raise ValueError("directions must be non-zero vectors")
+    origins, directions, direction_len = _check_rays(origins, directions, 2)
     table = torch.from_numpy(_ellipse_table(ellipses)).to(origins.device)
     intensity, a, b, x0, y0, theta = table.unbind(1)
     cos_t, sin_t = torch.cos(torch.deg2rad(theta)), torch.sin(torch.deg2rad(theta))
