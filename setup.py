@@ -37,7 +37,7 @@ def want_cuda() -> bool:
 def write_build_info(with_cuda: bool) -> None:
     (ROOT / "known_ops" / "_build_info.py").write_text(
         "# Written by setup.py at build time; do not edit.\n"
-        f"SOURCE_FINGERPRINT = {load_fingerprint_module().source_fingerprint(CSRC)!r}\n"
+        f"SOURCE_FINGERPRINT = {load_fingerprint_module().source_fingerprint(CSRC, with_cuda)!r}\n"
         f"TORCH_VERSION = {torch.__version__!r}\n"
         f"WITH_CUDA = {with_cuda!r}\n"
     )
@@ -46,12 +46,14 @@ def write_build_info(with_cuda: bool) -> None:
 with_cuda = want_cuda()
 write_build_info(with_cuda)
 
-cpu_sources = ["csrc/ops.cpp", "csrc/joseph2d_cpu.cpp"]
+cpu_sources = ["csrc/ops.cpp", "csrc/joseph2d_cpu.cpp", "csrc/joseph3d_cpu.cpp"]
 cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno"]
 if with_cuda:
     extension = CUDAExtension(
         "known_ops._C",
-        cpu_sources + ["csrc/joseph2d_cuda_binding.cpp", "csrc/joseph2d_cuda.cu"],
+        cpu_sources
+        + ["csrc/joseph2d_cuda_binding.cpp", "csrc/joseph2d_cuda.cu"]
+        + ["csrc/joseph3d_cuda_binding.cpp", "csrc/joseph3d_cuda.cu"],
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
     )
 else:

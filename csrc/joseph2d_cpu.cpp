@@ -23,12 +23,12 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <vector>
 
+#include "cpu_parallel.h"
 #include "joseph2d.h"
 #include "simd.h"
 
@@ -53,27 +53,6 @@ namespace avx2 {
 #include "joseph2d_cpu_kernels.inc"
 #undef KO_TARGET
 }  // namespace avx2
-
-// Like at::parallel_for(0, n, 1, body), but the threads take items one at a
-// time from a shared counter: a thread that is slowed down (a busy virtual
-// CPU, another process) no longer holds the others back at the end, as with
-// equal static shares.  Items write disjoint outputs, so results do not depend
-// on which thread runs which item.
-template <class F>
-void parallel_items(int64_t n, const F& body) {
-  std::atomic<int64_t> next{0};
-  at::parallel_for(0, at::get_num_threads(), 1, [&](int64_t, int64_t) {
-    for (int64_t i = next.fetch_add(1); i < n; i = next.fetch_add(1)) body(i, i + 1);
-  });
-}
-
-bool use_avx2() {
-  static const bool enabled = [] {
-    const char* env = std::getenv("KNOWN_OPS_SIMD");
-    return simd::cpu_has_avx2() && !(env != nullptr && std::strcmp(env, "0") == 0);
-  }();
-  return enabled;
-}
 
 // Copies image (ny, nx) into `rows` ((ny + 2 kPad) x nx) and its transpose into
 // `cols` ((nx + 2 kPad) x ny); the padding is zero.
@@ -102,7 +81,7 @@ void forward_impl(const T* img, const T* rays, T* out, int64_t batch, int64_t n_
                   int64_t nx) {
   const int64_t rows_size = (ny + 2 * kPad) * nx, cols_size = (nx + 2 * kPad) * ny;
   // The SIMD loop addresses the buffers with int32 offsets.
-  const bool simd = use_avx2() && rows_size < std::numeric_limits<int32_t>::max();
+  const bool simd = simd::use_avx2() && rows_size < std::numeric_limits<int32_t>::max();
   std::vector<T> padded(batch * (rows_size + cols_size));
   at::parallel_for(0, batch, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
@@ -196,7 +175,7 @@ void forward_lanes_impl(const T* img, const T* rays, T* out, int64_t batch, int6
 template <typename T>
 void adjoint_scatter_impl(const T* sino, const T* rays, T* out, int64_t batch, int64_t n_views, int64_t n_det,
                           int64_t ny, int64_t nx) {
-  const bool simd = use_avx2();
+  const bool simd = simd::use_avx2();
   const int64_t lanes = batch > 1 ? image_lanes<T>(simd) : 1;
   const int64_t groups = (batch + lanes - 1) / lanes;
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(n_views, (kAdjointTasks + groups - 1) / groups));
@@ -289,7 +268,7 @@ at::Tensor joseph2d_forward_cpu(const at::Tensor& image, const at::Tensor& rays,
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "joseph2d_forward_cpu", [&] {
     // Image lanes pay off only with SIMD; the portable build takes one image at a time.
-    auto impl = batch > 1 && use_avx2() ? forward_lanes_impl<scalar_t> : forward_impl<scalar_t>;
+    auto impl = batch > 1 && simd::use_avx2() ? forward_lanes_impl<scalar_t> : forward_impl<scalar_t>;
     impl(img.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), batch, n_views, n_det,
          ny, nx);
   });

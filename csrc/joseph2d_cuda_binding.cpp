@@ -1,6 +1,6 @@
 // Torch binding of the 2D Joseph CUDA kernels (compiled only for CUDA builds).
 #include <ATen/Dispatch.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -21,7 +21,7 @@ at::Tensor joseph2d_forward_cuda_op(const at::Tensor& image, const at::Tensor& r
   AT_DISPATCH_FLOATING_TYPES(img.scalar_type(), "joseph2d_forward_cuda", [&] {
     const cudaError_t err = joseph2d_forward_cuda<scalar_t>(img.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(),
                                                             out.data_ptr<scalar_t>(), batch, n_views, n_det, ny, nx,
-                                                            at::cuda::getCurrentCUDAStream());
+                                                            c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "joseph2d_forward: CUDA launch failed: ", cudaGetErrorString(err));
   });
   return out;
@@ -40,7 +40,7 @@ at::Tensor joseph2d_adjoint_cuda_op(const at::Tensor& sino, const at::Tensor& ra
   AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "joseph2d_adjoint_cuda", [&] {
     const cudaError_t err = joseph2d_adjoint_cuda<scalar_t>(
         s.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), view_table.data_ptr<scalar_t>(),
-        out.data_ptr<scalar_t>(), batch, n_views, n_det, ny, nx, at::cuda::getCurrentCUDAStream());
+        out.data_ptr<scalar_t>(), batch, n_views, n_det, ny, nx, c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "joseph2d_adjoint: CUDA launch failed: ", cudaGetErrorString(err));
   });
   return out;

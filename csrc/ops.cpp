@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "joseph2d_cpu.h"
+#include "joseph3d_cpu.h"
 
 // Importing known_ops._C runs the static registrations below; the module itself
 // is empty.
@@ -23,6 +24,11 @@ TORCH_LIBRARY(known_ops, m) {
   // The pixel-driven form of the same adjoint (the CUDA algorithm); exposed so
   // the CPU tests exercise the GPU's math.
   m.def("joseph2d_adjoint_gather(Tensor sino, Tensor rays, Tensor views, int ny, int nx) -> Tensor");
+  m.def("joseph3d_frames(Tensor vectors, int kind, int n_rows, int n_cols, int nz, int ny, int nx, "
+        "float[] spacing_offset) -> Tensor");
+  m.def("joseph3d_forward(Tensor volume, Tensor frames, int n_rows, int n_cols) -> Tensor");
+  m.def("joseph3d_adjoint(Tensor proj, Tensor frames, int nz, int ny, int nx) -> Tensor");
+  m.def("joseph3d_adjoint_gather(Tensor proj, Tensor frames, int nz, int ny, int nx) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(known_ops, CPU, m) {
@@ -31,4 +37,8 @@ TORCH_LIBRARY_IMPL(known_ops, CPU, m) {
   m.impl("joseph2d_forward", &known_ops::joseph2d_forward_cpu);
   m.impl("joseph2d_adjoint", &known_ops::joseph2d_adjoint_cpu);
   m.impl("joseph2d_adjoint_gather", &known_ops::joseph2d_adjoint_gather_cpu);
+  m.impl("joseph3d_frames", &known_ops::joseph3d_frames);
+  m.impl("joseph3d_forward", &known_ops::joseph3d_forward_cpu);
+  m.impl("joseph3d_adjoint", &known_ops::joseph3d_adjoint_cpu);
+  m.impl("joseph3d_adjoint_gather", &known_ops::joseph3d_adjoint_gather_cpu);
 }

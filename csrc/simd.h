@@ -10,6 +10,8 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 
 namespace known_ops {
 namespace simd {
@@ -124,6 +126,16 @@ struct Avx2<double> {
 inline bool cpu_has_avx2() {
   static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
   return has;
+}
+
+// Whether the CPU loops use their AVX2 builds: when the CPU has AVX2 and FMA,
+// unless the environment sets KNOWN_OPS_SIMD=0 (forces the portable loops).
+inline bool use_avx2() {
+  static const bool enabled = [] {
+    const char* env = std::getenv("KNOWN_OPS_SIMD");
+    return cpu_has_avx2() && !(env != nullptr && std::strcmp(env, "0") == 0);
+  }();
+  return enabled;
 }
 
 }  // namespace simd

@@ -8,12 +8,18 @@ import hashlib
 from pathlib import Path
 
 
-def source_fingerprint(csrc: Path) -> str:
-    """SHA-256 over the relative paths and contents of every file under `csrc`, in sorted order."""
+def _is_cuda_source(path: Path) -> bool:
+    """The CUDA kernels and their torch bindings (compiled only into CUDA builds)."""
+    return path.suffix in (".cu", ".cuh") or "_cuda" in path.stem
+
+
+def source_fingerprint(csrc: Path, with_cuda: bool = True) -> str:
+    """SHA-256 over the relative paths and contents of the files under `csrc` that a build compiles
+    (all of them, or without the CUDA sources for a CPU-only build), in sorted order."""
     digest = hashlib.sha256()
     root = csrc.parent
     for path in sorted(csrc.rglob("*")):
-        if path.is_file():
+        if path.is_file() and (with_cuda or not _is_cuda_source(path)):
             digest.update(path.relative_to(root).as_posix().encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -21,9 +21,9 @@ _BUILD_HINT = (
 )
 
 
-def _source_fingerprint() -> str | None:
+def _source_fingerprint(with_cuda: bool) -> str | None:
     """Hash of csrc/ as setup.py computes it; None when the sources are not beside the package."""
-    return source_fingerprint(_CSRC) if _CSRC.is_dir() else None
+    return source_fingerprint(_CSRC, with_cuda) if _CSRC.is_dir() else None
 
 
 def _load_extension() -> None:
@@ -36,7 +36,7 @@ def _load_extension() -> None:
             f"known_ops: the compiled extension was built against torch {_build_info.TORCH_VERSION}, "
             f"but torch {torch.__version__} is installed. Rebuild it. {_BUILD_HINT}"
         )
-    current = _source_fingerprint()
+    current = _source_fingerprint(_build_info.WITH_CUDA)
     if current is not None and current != _build_info.SOURCE_FINGERPRINT:
         raise ImportError(f"known_ops: the compiled extension is stale (csrc/ changed since it was built). {_BUILD_HINT}")
     try:
@@ -79,6 +79,28 @@ def joseph2d_adjoint_gather(sino, rays, views, ny: int, nx: int) -> torch.Tensor
     return _ops.joseph2d_adjoint_gather(sino, rays, views, ny, nx)
 
 
+def frames_3d(vectors: torch.Tensor, kind: int, det_shape, shape, spacing_offset: list[float]) -> torch.Tensor:
+    """Per-view frames (n_views, 40), float64 on the CPU (csrc/joseph3d.h, frame3)."""
+    n_rows, n_cols = det_shape
+    nz, ny, nx = shape
+    return _ops.joseph3d_frames(vectors, kind, n_rows, n_cols, nz, ny, nx, spacing_offset)
+
+
+def joseph3d_forward(volume: torch.Tensor, frames: torch.Tensor, n_rows: int, n_cols: int) -> torch.Tensor:
+    """(batch, nz, ny, nx) -> (batch, n_views, n_rows, n_cols)."""
+    return _ops.joseph3d_forward(volume, frames, n_rows, n_cols)
+
+
+def joseph3d_adjoint(proj: torch.Tensor, frames: torch.Tensor, nz: int, ny: int, nx: int) -> torch.Tensor:
+    """(batch, n_views, n_rows, n_cols) -> (batch, nz, ny, nx), the exact transpose of joseph3d_forward."""
+    return _ops.joseph3d_adjoint(proj, frames, nz, ny, nx)
+
+
+def joseph3d_adjoint_gather(proj, frames, nz: int, ny: int, nx: int) -> torch.Tensor:
+    """The voxel-driven formulation of joseph3d_adjoint (the CUDA algorithm, also on the CPU)."""
+    return _ops.joseph3d_adjoint_gather(proj, frames, nz, ny, nx)
+
+
 # --- fake kernels: output shapes only ------------------------------------------------------------
 
 
@@ -95,6 +117,21 @@ def _(sino, rays, views, ny, nx):
 @torch.library.register_fake("known_ops::joseph2d_adjoint_gather")
 def _(sino, rays, views, ny, nx):
     return sino.new_empty((sino.shape[0], ny, nx))
+
+
+@torch.library.register_fake("known_ops::joseph3d_forward")
+def _(volume, frames, n_rows, n_cols):
+    return volume.new_empty((volume.shape[0], frames.shape[0], n_rows, n_cols))
+
+
+@torch.library.register_fake("known_ops::joseph3d_adjoint")
+def _(proj, frames, nz, ny, nx):
+    return proj.new_empty((proj.shape[0], nz, ny, nx))
+
+
+@torch.library.register_fake("known_ops::joseph3d_adjoint_gather")
+def _(proj, frames, nz, ny, nx):
+    return proj.new_empty((proj.shape[0], nz, ny, nx))
 
 
 # --- autograd: each projector's backward is the other one ----------------------------------------
@@ -121,3 +158,28 @@ def _adjoint_backward(ctx, grad):
 torch.library.register_autograd("known_ops::joseph2d_forward", _forward_backward, setup_context=_forward_setup)
 torch.library.register_autograd("known_ops::joseph2d_adjoint", _adjoint_backward, setup_context=_save_tables)
 torch.library.register_autograd("known_ops::joseph2d_adjoint_gather", _adjoint_backward, setup_context=_save_tables)
+
+
+def _forward3d_setup(ctx, inputs, output):
+    ctx.frames = inputs[1]
+    ctx.volume_shape = tuple(inputs[0].shape[1:])
+
+
+def _forward3d_backward(ctx, grad):
+    return _ops.joseph3d_adjoint(grad, ctx.frames, *ctx.volume_shape), None, None, None
+
+
+def _adjoint3d_setup(ctx, inputs, output):
+    ctx.frames = inputs[1]
+    ctx.det_shape = (inputs[0].shape[2], inputs[0].shape[3])
+
+
+def _adjoint3d_backward(ctx, grad):
+    return _ops.joseph3d_forward(grad, ctx.frames, *ctx.det_shape), None, None, None, None
+
+
+torch.library.register_autograd("known_ops::joseph3d_forward", _forward3d_backward, setup_context=_forward3d_setup)
+torch.library.register_autograd("known_ops::joseph3d_adjoint", _adjoint3d_backward, setup_context=_adjoint3d_setup)
+torch.library.register_autograd(
+    "known_ops::joseph3d_adjoint_gather", _adjoint3d_backward, setup_context=_adjoint3d_setup
+)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from . import _ops
-from .geometry import FanBeam2D, ParallelBeam2D, Volume, _Geometry2D
+from .geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3D, Volume
 
 __all__ = ["RayTransform"]
 
@@ -47,6 +47,64 @@ def _check_source_outside(volume: Volume, geometry: FanBeam2D) -> None:
         )
 
 
+def _grown_corners(volume: Volume) -> np.ndarray:
+    """(2^ndim, ndim) corners (x, y[, z]) in mm of the volume grown by one voxel on every side."""
+    lows_highs = [(lo - s, hi + s) for (lo, hi), s in zip(volume.bounds, volume.spacing)][::-1]  # x first
+    grids = np.meshgrid(*lows_highs, indexing="ij")
+    return np.stack([g.ravel() for g in grids], axis=1)
+
+
+def _check_cone_in_front(volume: Volume, geometry: ConeBeam3D) -> None:
+    """Cone rays are lines through the source; the volume (grown by one voxel) must lie in front of it.
+
+    In every view the grown volume must lie strictly on the detector's side of the
+    plane through the source parallel to a flat detector (for a curved detector:
+    perpendicular to the centre direction), so that every voxel projects to a
+    finite detector position; the 3D analogue of the 2D fan check.
+    """
+    vectors = geometry.to_vectors()
+    source, centre, u, v = vectors[:, 0:3], vectors[:, 3:6], vectors[:, 6:9], vectors[:, 9:12]
+    if geometry.detector == "flat":
+        normal = np.cross(u, v)
+    else:  # the centre direction: d - s without its component along the cylinder axis v
+        h = centre - source
+        normal = h - np.sum(h * v, axis=1, keepdims=True) / np.sum(v * v, axis=1, keepdims=True) * v
+    normal = normal * np.sign(np.sum(normal * (centre - source), axis=1, keepdims=True))
+    corners = _grown_corners(volume)  # (8, 3)
+    depth = np.einsum("vcx,vx->vc", corners[None, :, :] - source[:, None, :], normal)
+    bad = ~np.all(depth > 0, axis=1)
+    if np.any(bad):
+        k = int(np.argmax(bad))
+        s = ", ".join(f"{c:.4g}" for c in source[k])
+        raise ValueError(
+            f"geometry: the source of view {k} at ({s}) mm lies inside the volume or level with it (bounds "
+            f"{volume.bounds} mm in (z, y, x) order, plus one voxel), but every voxel must lie in front of the source; "
+            "increase source_distance or shrink the volume"
+        )
+
+
+def _view_index(views, n_views: int, device) -> torch.Tensor:
+    """A 1D int64 tensor of view indices from a sequence, array, tensor, range or slice; checked."""
+    if isinstance(views, slice):
+        views = range(*views.indices(n_views))
+    if isinstance(views, torch.Tensor):
+        if views.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool):
+            raise TypeError(f"views must hold integer view indices, got a tensor of {views.dtype}")
+        idx = views.detach().to("cpu", torch.int64)
+    else:
+        arr = np.asarray(views)
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
+            raise TypeError(f"views must be integer view indices (a sequence, array, tensor, range or slice), got {views!r}")
+        idx = torch.from_numpy(arr.astype(np.int64))
+    if idx.dim() != 1:
+        raise ValueError(f"views must be one-dimensional, got shape {tuple(idx.shape)}")
+    if idx.numel() == 0:
+        raise ValueError("views must not be empty")
+    if int(idx.min()) < -n_views or int(idx.max()) >= n_views:
+        raise ValueError(f"views must index the geometry's {n_views} views (in [-{n_views}, {n_views - 1}])")
+    return torch.remainder(idx, n_views).to(device)
+
+
 class RayTransform(nn.Module):
     """The ray transform ``A`` from ``volume`` to ``geometry``'s projections, as a module.
 
@@ -57,26 +115,51 @@ class RayTransform(nn.Module):
     device with ``A.to(device)``.
 
     ``model="joseph"``: Joseph's method (linear interpolation across the ray's
-    major axis, one sample per column or row) with its exact transpose.
+    major axis, one sample per column or row; in 3D bilinear interpolation in
+    the plane across the major axis, one sample per slice) with its exact transpose.
+
+    3D: ``A(x)`` maps ``(..., nz, ny, nx)`` to ``(..., n_views, n_rows, n_cols)``.
+    No per-ray table is stored in 3D: rays are set up from per-view frames when
+    needed, so memory is the input plus the output (on CUDA the back-projection
+    also holds a ray table for as many views as fit a budget, see README).
+
+    ``A(x, views=idx)`` and ``A.T(y, views=idx)`` use only the views ``idx`` (ordered
+    subsets, stochastic training): ``A(x, views=idx)`` equals ``A(x)[..., idx, :, ...]``.
     """
 
-    _TABLES = ("_rays", "_views", "_rays_f32", "_views_f32")
+    _TABLES = ("_rays", "_views", "_rays_f32", "_views_f32", "_frames")
 
     def __init__(self, volume: Volume, geometry, model: str = "joseph"):
         super().__init__()
         if not isinstance(volume, Volume):
             raise TypeError(f"volume must be a known_ops.Volume, got {type(volume).__name__}")
-        if not isinstance(geometry, (ParallelBeam2D, FanBeam2D)):
-            raise TypeError(f"geometry must be a ParallelBeam2D or FanBeam2D, got {type(geometry).__name__}")
+        if not isinstance(geometry, (ParallelBeam2D, FanBeam2D, ParallelBeam3D, ConeBeam3D)):
+            raise TypeError(
+                "geometry must be a ParallelBeam2D, FanBeam2D, ParallelBeam3D or ConeBeam3D, "
+                f"got {type(geometry).__name__}"
+            )
         if volume.ndim != geometry.ndim:
             raise ValueError(f"volume is {volume.ndim}D but geometry is {geometry.ndim}D")
         if model not in _MODELS:
             raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
         if isinstance(geometry, FanBeam2D):
             _check_source_outside(volume, geometry)
+        if isinstance(geometry, ConeBeam3D):
+            _check_cone_in_front(volume, geometry)
         self.volume = volume
         self.geometry = geometry
         self.model = model
+        if volume.ndim == 3:
+            frames = _ops.frames_3d(
+                torch.from_numpy(geometry.to_vectors()),
+                geometry._kind,
+                geometry.det_shape,
+                volume.shape,
+                list(volume.spacing) + list(volume.offset),
+            )
+            self.register_buffer("_frames", frames, persistent=False)  # float64 for every data dtype
+            self.__dict__["_adjoint"] = _Adjoint(self)
+            return
         sy, sx = volume.spacing
         oy, ox = volume.offset
         rays, views = _ops.tables_2d(
@@ -96,7 +179,7 @@ class RayTransform(nn.Module):
     def _apply(self, fn, recurse=True):
         # Module casts (A.float(), model.half(), model.to(dtype)) must not round
         # the geometry: each table keeps its dtype and only follows device moves.
-        tables = {name: getattr(self, name) for name in self._TABLES}
+        tables = {name: getattr(self, name) for name in self._TABLES if hasattr(self, name)}
         super()._apply(fn, recurse)
         for name, table in tables.items():
             setattr(self, name, table.to(getattr(self, name).device))
@@ -110,34 +193,62 @@ class RayTransform(nn.Module):
     def range_shape(self) -> tuple[int, ...]:
         return self.geometry.shape
 
-    def _tables(self, data: torch.Tensor, name: str):
-        if data.device != self._rays.device:
+    def _device(self) -> torch.device:
+        return (self._frames if self.volume.ndim == 3 else self._rays).device
+
+    def _check_device(self, data: torch.Tensor, name: str) -> None:
+        if data.device != self._device():
             raise ValueError(
-                f"{name} is on {data.device} but the operator's geometry tables are on {self._rays.device}; "
+                f"{name} is on {data.device} but the operator's geometry tables are on {self._device()}; "
                 f"move the operator with .to({str(data.device)!r})"
             )
-        if data.dtype == torch.float32:
-            return self._rays_f32, self._views_f32
-        return self._rays, self._views
+
+    def _tables(self, data: torch.Tensor, views):
+        """The geometry tables for data's dtype, restricted to `views` (None: all)."""
+        if self.volume.ndim == 3:
+            tables = (self._frames,)
+        elif data.dtype == torch.float32:
+            tables = (self._rays_f32, self._views_f32)
+        else:
+            tables = (self._rays, self._views)
+        if views is None:
+            return tables
+        idx = _view_index(views, self.geometry.n_views, data.device)
+        return tuple(t.index_select(0, idx) for t in tables)
+
+    def _n_views(self, views) -> int:
+        return self.geometry.n_views if views is None else len(_view_index(views, self.geometry.n_views, "cpu"))
 
     def _check_trailing(self, t: torch.Tensor, name: str, expected: tuple[int, ...], what: str) -> None:
         _check_floating(t, name)
         if t.dim() < len(expected) or tuple(t.shape[-len(expected):]) != tuple(expected):
             raise ValueError(f"{name} must have shape (..., {', '.join(map(str, expected))}) ({what}), got {tuple(t.shape)}")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, views=None) -> torch.Tensor:
+        """Projections ``A x`` of ``x`` (..., *volume.shape); only of ``views`` when given."""
         self._check_trailing(x, "x", self.domain_shape, "the volume's shape")
-        rays, views = self._tables(x, "x")
-        lead = x.shape[: x.dim() - 2]
-        y = _ops.joseph2d_forward(x.reshape((-1,) + tuple(self.domain_shape)), rays, views)
-        return y.reshape(lead + tuple(self.range_shape))
+        self._check_device(x, "x")
+        tables = self._tables(x, views)
+        lead = x.shape[: x.dim() - self.volume.ndim]
+        flat = x.reshape((-1,) + tuple(self.domain_shape))
+        if self.volume.ndim == 3:
+            y = _ops.joseph3d_forward(flat, tables[0], *self.geometry.det_shape)
+        else:
+            y = _ops.joseph2d_forward(flat, *tables)
+        return y.reshape(lead + y.shape[1:])
 
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        self._check_trailing(y, "y", self.range_shape, "(n_views, det_count)")
-        rays, views = self._tables(y, "y")
-        lead = y.shape[: y.dim() - 2]
-        ny, nx = self.domain_shape
-        x = _ops.joseph2d_adjoint(y.reshape((-1,) + tuple(self.range_shape)), rays, views, ny, nx)
+    def adjoint(self, y: torch.Tensor, views=None) -> torch.Tensor:
+        """Back-projection ``A^T y`` of ``y`` (..., n_views, *detector); of ``len(views)`` views when given."""
+        expected = (self._n_views(views),) + tuple(self.range_shape[1:])
+        self._check_trailing(y, "y", expected, "(n_views, " + ("n_rows, n_cols)" if self.volume.ndim == 3 else "det_count)"))
+        self._check_device(y, "y")
+        tables = self._tables(y, views)
+        lead = y.shape[: y.dim() - len(expected)]
+        flat = y.reshape((-1,) + expected)
+        if self.volume.ndim == 3:
+            x = _ops.joseph3d_adjoint(flat, tables[0], *self.domain_shape)
+        else:
+            x = _ops.joseph2d_adjoint(flat, *tables, *self.domain_shape)
         return x.reshape(lead + tuple(self.domain_shape))
 
     def extra_repr(self) -> str:
@@ -155,8 +266,8 @@ class _Adjoint(nn.Module):
     def T(self) -> RayTransform:
         return self.__dict__["_forward_op"]
 
-    def forward(self, y: torch.Tensor) -> torch.Tensor:
-        return self.T.adjoint(y)
+    def forward(self, y: torch.Tensor, views=None) -> torch.Tensor:
+        return self.T.adjoint(y, views=views)
 
     def extra_repr(self) -> str:
         return f"adjoint of RayTransform(volume={self.T.volume!r}, geometry={self.T.geometry!r})"

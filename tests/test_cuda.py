@@ -200,3 +200,240 @@ def test_cuda_tensor_fed_to_a_cpu_operator_names_the_devices():
     gpu = ko.RayTransform(VOLUME, GEOMETRIES["parallel"]).to("cuda")
     with pytest.raises(ValueError, match=r"y is on cpu .* tables are on cuda:0"):
         gpu.T(torch.zeros(gpu.range_shape))
+
+
+# --- 3D: ParallelBeam3D and ConeBeam3D (flat, curved, helical) -------------------------------------
+
+TOLERANCE_3D = {torch.float32: 1e-5, torch.float64: 1e-10}
+TABLE_BYTES_ENV = "KNOWN_OPS_CUDA_TABLE_BYTES"
+
+
+def _cases_3d():
+    volume = ko.Volume((9, 11, 13), spacing=(1.0, 0.9, 1.1), offset=(0.3, -0.5, 0.7))
+    circle = ko.uniform_angles(12, 2 * math.pi, start=0.2)
+    cone = dict(source_distance=40.0, detector_distance=25.0, det_shape=(12, 19), det_spacing=(1.5, 1.4))
+    return {
+        "parallel": (
+            volume,
+            ko.ParallelBeam3D(ko.uniform_angles(12, math.pi, start=0.1), (10, 17), (1.2, 0.9), det_offset=(0.4, -0.6)),
+        ),
+        "cone_flat": (volume, ko.ConeBeam3D(circle, **cone, det_offset=(0.8, -1.1))),
+        "cone_curved": (volume, ko.ConeBeam3D(circle, **cone, det_offset=(0.8, -1.1), detector="curved")),
+        "helical": (
+            ko.Volume((15, 10, 12), spacing=(0.7, 1.0, 1.0), offset=(0.0, 0.4, -0.3)),
+            ko.ConeBeam3D(ko.uniform_angles(16, 4 * math.pi), 45.0, 30.0, (6, 21), (1.3, 1.5), pitch=5.0),
+        ),
+        # Odd sizes, anisotropic voxels, an off-centre volume, detector offsets and views at 0, 45 and 90 degrees.
+        "offset_anisotropic": (
+            ko.Volume((5, 13, 7), spacing=(2.1, 0.6, 1.3), offset=(-1.2, 0.9, 2.0)),
+            ko.ConeBeam3D([0.0, math.pi / 4, math.pi / 2, 2.0, 4.0], 35.0, 22.0, (9, 15), (1.7, 1.1), det_offset=(-0.9, 1.3)),
+        ),
+    }
+
+
+CASES_3D = _cases_3d()
+FAMILIES_3D = list(CASES_3D)
+
+
+def _frames_3d(volume: ko.Volume, geometry) -> torch.Tensor:
+    """The per-view frames of the 3D kernels (float64, CPU), built from the geometry's vectors."""
+    sz, sy, sx = volume.spacing
+    oz, oy, ox = volume.offset
+    return ko._ops.frames_3d(
+        torch.from_numpy(geometry.to_vectors()), geometry._kind, geometry.det_shape, volume.shape, [sz, sy, sx, oz, oy, ox]
+    )
+
+
+def _view_table_bytes(geometry, dtype: torch.dtype) -> int:
+    """Bytes of one view's ray table on the GPU: n_rows x n_cols x 8 fields."""
+    n_rows, n_cols = geometry.det_shape
+    return n_rows * n_cols * 8 * torch.empty((), dtype=dtype).element_size()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("family", FAMILIES_3D)
+def test_cuda3d_agrees_with_cpu(family, dtype):
+    volume, geometry = CASES_3D[family]
+    cpu, gpu = _pair(volume, geometry)
+    generator = torch.Generator().manual_seed(3)
+    x = torch.rand((2,) + volume.shape, generator=generator, dtype=torch.float64).to(dtype)
+    y = torch.rand((2,) + geometry.shape, generator=generator, dtype=torch.float64).to(dtype)
+    forward, adjoint = gpu(x.cuda()), gpu.T(y.cuda())
+    assert forward.device.type == "cuda" and forward.dtype == dtype and forward.shape == (2,) + geometry.shape
+    assert adjoint.device.type == "cuda" and adjoint.dtype == dtype and adjoint.shape == (2,) + volume.shape
+    forward_error = relative_error(forward.cpu(), cpu(x))
+    adjoint_error = relative_error(adjoint.cpu(), cpu.T(y))
+    assert forward_error <= TOLERANCE_3D[dtype], f"forward: CUDA vs CPU relative error {forward_error:.2e}"
+    assert adjoint_error <= TOLERANCE_3D[dtype], f"adjoint: CUDA vs CPU relative error {adjoint_error:.2e}"
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("family", ["cone_curved", "offset_anisotropic"])
+def test_cuda3d_ops_equal_the_cpu_ops_and_the_cpu_gather(family, dtype):
+    """The registered ops on CUDA against the CPU ops, frames built directly: the forward, and the CUDA
+    adjoint (a gather) against the CPU scatter and against the CPU run of the same gather code."""
+    volume, geometry = CASES_3D[family]
+    frames = _frames_3d(volume, geometry)
+    n_rows, n_cols = geometry.det_shape
+    x = torch.rand((2,) + volume.shape, dtype=torch.float64).to(dtype)
+    y = torch.rand((2,) + geometry.shape, dtype=torch.float64).to(dtype)
+    ops = torch.ops.known_ops
+    forward = ops.joseph3d_forward(x.cuda(), frames.cuda(), n_rows, n_cols).cpu()
+    assert relative_error(forward, ops.joseph3d_forward(x, frames, n_rows, n_cols)) <= TOLERANCE_3D[dtype]
+    for name in ("joseph3d_adjoint", "joseph3d_adjoint_gather"):
+        adjoint = getattr(ops, name)(y.cuda(), frames.cuda(), *volume.shape).cpu()
+        assert relative_error(adjoint, ops.joseph3d_adjoint_gather(y, frames, *volume.shape)) <= TOLERANCE_3D[dtype]
+        assert relative_error(adjoint, ops.joseph3d_adjoint(y, frames, *volume.shape)) <= TOLERANCE_3D[dtype]
+
+
+@pytest.mark.parametrize("family", FAMILIES_3D)
+def test_cuda3d_adjoint_test_in_float64(family):
+    volume, geometry = CASES_3D[family]
+    _, gpu = _pair(volume, geometry)
+    generator = torch.Generator(device="cuda").manual_seed(1)
+    x = torch.randn((2,) + volume.shape, generator=generator, device="cuda", dtype=torch.float64)
+    y = torch.randn((2,) + geometry.shape, generator=generator, device="cuda", dtype=torch.float64)
+    assert adjoint_mismatch(gpu, x, y) <= 1e-6
+
+
+@pytest.mark.parametrize("family", ["parallel", "cone_flat", "cone_curved"])
+def test_cuda3d_gradcheck_and_gradgradcheck(family):
+    volume = ko.Volume((3, 4, 5), spacing=(0.9, 1.1, 0.8), offset=(0.2, -0.3, 0.1))
+    angles = [0.0, math.pi / 4, 2.0]
+    geometry = {
+        "parallel": ko.ParallelBeam3D(angles, (3, 6), (1.0, 0.9)),
+        "cone_flat": ko.ConeBeam3D(angles, 20.0, 15.0, (3, 6), (1.3, 1.2)),
+        "cone_curved": ko.ConeBeam3D(angles, 20.0, 15.0, (3, 6), (1.3, 1.2), detector="curved"),
+    }[family]
+    A = ko.RayTransform(volume, geometry).to("cuda")
+    x = torch.randn(volume.shape, device="cuda", dtype=torch.float64, requires_grad=True)
+    y = torch.randn(geometry.shape, device="cuda", dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(A, (x,))
+    assert torch.autograd.gradcheck(A.T, (y,))
+    assert torch.autograd.gradgradcheck(A, (x,))
+    assert torch.autograd.gradgradcheck(A.T, (y,))
+
+
+@pytest.mark.parametrize("family", ["parallel", "cone_curved"])
+def test_cuda3d_batch_and_channel_dims_equal_per_item_results(family):
+    volume, geometry = CASES_3D[family]
+    _, gpu = _pair(volume, geometry)
+    x = torch.rand((2, 3) + volume.shape, device="cuda", dtype=torch.float64)
+    y = torch.rand((2, 3) + geometry.shape, device="cuda", dtype=torch.float64)
+    Ax, ATy = gpu(x), gpu.T(y)
+    assert Ax.shape == (2, 3) + geometry.shape and ATy.shape == (2, 3) + volume.shape
+    for b in range(2):
+        for c in range(3):
+            # Each item runs the same per-thread code whatever the batch: bitwise equal.
+            torch.testing.assert_close(Ax[b, c], gpu(x[b, c]), rtol=0, atol=0)
+            torch.testing.assert_close(ATy[b, c], gpu.T(y[b, c]), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("views_per_chunk", [1, 5, "4 KiB"])
+def test_cuda3d_adjoint_in_chunks_equals_one_chunk(views_per_chunk, dtype, monkeypatch):
+    """A small ray-table budget splits the views into chunks (5 of 12: a partial last chunk; 4 KiB: less
+    than one view, so one view per chunk); every voxel still sums the views in order: bitwise equal."""
+    volume, geometry = CASES_3D["cone_flat"]
+    _, gpu = _pair(volume, geometry)
+    y = torch.rand((2,) + geometry.shape, device="cuda", dtype=torch.float64).to(dtype)
+    monkeypatch.delenv(TABLE_BYTES_ENV, raising=False)
+    one_chunk = gpu.T(y)
+    budget = 4096 if views_per_chunk == "4 KiB" else views_per_chunk * _view_table_bytes(geometry, dtype)
+    monkeypatch.setenv(TABLE_BYTES_ENV, str(budget))
+    chunked = gpu.T(y)
+    assert torch.equal(chunked, one_chunk)
+    monkeypatch.setenv(TABLE_BYTES_ENV, str(10**12))  # a budget above the whole table: one chunk again
+    assert torch.equal(gpu.T(y), one_chunk)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "lots", "12kB"])
+def test_cuda3d_bad_table_budget_is_a_clear_error(value, monkeypatch):
+    volume, geometry = CASES_3D["parallel"]
+    frames = _frames_3d(volume, geometry).cuda()
+    y = torch.rand((1,) + geometry.shape, device="cuda")
+    monkeypatch.setenv(TABLE_BYTES_ENV, value)
+    with pytest.raises(RuntimeError, match=TABLE_BYTES_ENV):
+        torch.ops.known_ops.joseph3d_adjoint(y, frames, *volume.shape)
+
+
+def test_cuda3d_non_contiguous_inputs_equal_contiguous():
+    volume, geometry = CASES_3D["offset_anisotropic"]
+    _, gpu = _pair(volume, geometry)
+    nz, ny, nx = volume.shape
+    n_views, n_rows, n_cols = geometry.shape
+    x = torch.rand(2, nx, ny, nz, device="cuda").permute(0, 3, 2, 1)
+    y = torch.rand(n_views, n_rows, 2 * n_cols, device="cuda")[..., ::2]
+    assert x.shape == (2,) + volume.shape and y.shape == geometry.shape
+    assert not x.is_contiguous() and not y.is_contiguous()
+    torch.testing.assert_close(gpu(x), gpu(x.contiguous()), rtol=0, atol=0)
+    torch.testing.assert_close(gpu.T(y), gpu.T(y.contiguous()), rtol=0, atol=0)
+
+
+def test_cuda3d_is_deterministic():
+    volume, geometry = CASES_3D["helical"]
+    _, gpu = _pair(volume, geometry)
+    x = torch.rand((3,) + volume.shape, device="cuda")
+    y = torch.rand((3,) + geometry.shape, device="cuda")
+    first_forward, first_adjoint = gpu(x), gpu.T(y)
+    for _ in range(3):
+        assert torch.equal(gpu(x), first_forward)
+        assert torch.equal(gpu.T(y), first_adjoint)
+
+
+def test_cuda3d_empty_inputs_match_the_cpu_ops():
+    volume, geometry = CASES_3D["cone_flat"]
+    frames = _frames_3d(volume, geometry)
+    n_rows, n_cols = geometry.det_shape
+    ops = torch.ops.known_ops
+    no_batch = ops.joseph3d_forward(torch.empty((0,) + volume.shape, device="cuda"), frames.cuda(), n_rows, n_cols)
+    assert no_batch.shape == (0,) + geometry.shape and no_batch.is_cuda
+    no_batch = ops.joseph3d_adjoint(torch.empty((0,) + geometry.shape, device="cuda"), frames.cuda(), *volume.shape)
+    assert no_batch.shape == (0,) + volume.shape and no_batch.is_cuda
+    no_views = torch.empty((2, 0, n_rows, n_cols), dtype=torch.float64)
+    expected = ops.joseph3d_adjoint(no_views, frames[:0], *volume.shape)
+    actual = ops.joseph3d_adjoint(no_views.cuda(), frames[:0].cuda(), *volume.shape)
+    assert actual.shape == expected.shape == (2,) + volume.shape
+    assert torch.count_nonzero(actual) == 0 and torch.count_nonzero(expected) == 0
+
+
+def test_cuda3d_runs_without_host_synchronisation():
+    volume, geometry = CASES_3D["cone_curved"]
+    _, gpu = _pair(volume, geometry)
+    x = torch.rand((2,) + volume.shape, device="cuda", requires_grad=True)
+    torch.cuda.synchronize()
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        back = gpu.T(gpu(x))
+        back.sum().backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)
+    assert x.grad is not None
+
+
+def test_cuda3d_runs_on_the_current_stream():
+    volume, geometry = CASES_3D["cone_flat"]
+    cpu, gpu = _pair(volume, geometry)
+    x = torch.rand((4,) + volume.shape, dtype=torch.float64)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        x_gpu = x.to("cuda", non_blocking=False)
+        projections = gpu(x_gpu * 2.0)
+        back = gpu.T(projections)
+    side.synchronize()
+    torch.testing.assert_close(projections.cpu(), cpu(2.0 * x), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(back.cpu(), cpu.T(cpu(2.0 * x)), rtol=1e-10, atol=1e-10)
+
+
+def test_cuda3d_opcheck():
+    volume = ko.Volume((3, 4, 5))
+    geometry = ko.ConeBeam3D([0.0, 1.0, 2.0], 20.0, 15.0, (3, 6), detector="curved")
+    frames = _frames_3d(volume, geometry).cuda()
+    for dtype in DTYPES:
+        vol = torch.randn((2,) + volume.shape, device="cuda", dtype=dtype, requires_grad=True)
+        proj = torch.randn((2,) + geometry.shape, device="cuda", dtype=dtype, requires_grad=True)
+        torch.library.opcheck(torch.ops.known_ops.joseph3d_forward, (vol, frames, 3, 6))
+        torch.library.opcheck(torch.ops.known_ops.joseph3d_adjoint, (proj, frames, 3, 4, 5))
+        torch.library.opcheck(torch.ops.known_ops.joseph3d_adjoint_gather, (proj, frames, 3, 4, 5))

@@ -1,0 +1,325 @@
+// CPU loops of the 3D Joseph projector pair; the arithmetic is in joseph3d.h.
+//
+// No table of rays is stored: each ray's entry is computed from its view's
+// frame when it is needed (a few dozen flops against a march of hundreds of
+// samples), so the memory is the input plus the output.
+//
+// Forward: ray-driven; threads take (view, detector row) items.
+//
+// Adjoint: the literal transpose (scatter along each ray), with the volume cut
+// into slabs of slices that threads take one at a time.  A slab receives the
+// taps of every ray that reaches it, in the order (view, row, column, sample)
+// whatever the slab size, so the result is bitwise the same for any number of
+// threads, and needs neither private buffers nor atomics.  The rays that can
+// reach a slab are found by projecting the slab's corners on the detector.
+//
+// The pixel-driven (gather) form of the adjoint, which the CUDA kernels use,
+// runs here too as joseph3d_adjoint_gather, so the CPU tests check its math.
+#include "joseph3d_cpu.h"
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "cpu_parallel.h"
+#include "joseph3d.h"
+#include "simd.h"
+
+namespace known_ops {
+namespace {
+
+namespace portable {
+#define KO_TARGET inline
+#include "joseph3d_cpu_kernels.inc"
+#undef KO_TARGET
+}  // namespace portable
+
+namespace avx2 {
+#define KO_TARGET __attribute__((target("avx2,fma")))
+#include "joseph3d_cpu_kernels.inc"
+#undef KO_TARGET
+}  // namespace avx2
+
+// The sub-range [*i0, *i1] of [m0, m1] whose samples have all four taps inside
+// minor-b indices [b_lo, b_hi) and minor-c indices [0, n_c): positions in
+// [b_lo, b_hi - 1) and [0, n_c - 1), shrunk by a margin that covers the
+// rounding of alpha + beta m in float32.
+template <typename T>
+void interior_range(const T* ray, const Axes3& ax, int64_t n_major, int64_t m0, int64_t m1, int64_t b_lo,
+                    int64_t b_hi, int64_t* i0, int64_t* i1) {
+  int64_t f0, f1, g0, g1;
+  const double ab = ray[ray3::kAlphaB], bb = ray[ray3::kBetaB], ac = ray[ray3::kAlphaC], bc = ray[ray3::kBetaC];
+  const double eps_b = 1e-5 * (1.0 + std::abs(ab) + std::abs(bb) * n_major + b_hi);
+  const double eps_c = 1e-5 * (1.0 + std::abs(ac) + std::abs(bc) * n_major + ax.n_c);
+  clip_march<double>(ab, bb, b_lo + eps_b, b_hi - 1 - eps_b, n_major, &f0, &f1);
+  clip_march<double>(ac, bc, eps_c, ax.n_c - 1 - eps_c, n_major, &g0, &g1);
+  *i0 = std::max({m0, f0, g0});
+  *i1 = std::min({m1, f1, g1});
+}
+
+// Sum along a ray over [m0, m1] (weighted by w): the interior with the SIMD
+// (or portable) loop, the ends with the checked loop.
+template <typename T>
+T ray_sum(bool simd, const T* vol, const Axes3& ax, const T* ray, int64_t n_major, int64_t m0, int64_t m1) {
+  if (m0 > m1) return T(0);
+  int64_t i0, i1;
+  interior_range(ray, ax, n_major, m0, m1, 0, ax.n_b, &i0, &i1);
+  if (i0 > i1) return march3d(vol, ax, ray, m0, m1);
+  const T inner = simd ? avx2::march3d_interior<simd::Avx2<T>, T>(vol, ax, ray, i0, i1)
+                       : portable::march3d_interior<simd::Scalar<T>, T>(vol, ax, ray, i0, i1);
+  return march3d(vol, ax, ray, m0, i0 - 1) + inner * ray[ray3::kW] + march3d(vol, ax, ray, i1 + 1, m1);
+}
+
+// Transpose of ray_sum, restricted to minor-b indices [b_lo, b_hi).
+template <typename T>
+void ray_scatter(bool simd, T* vol, const Axes3& ax, const T* ray, int64_t n_major, int64_t m0, int64_t m1, T value,
+                 int64_t b_lo, int64_t b_hi) {
+  if (m0 > m1) return;
+  int64_t i0, i1;
+  interior_range(ray, ax, n_major, m0, m1, b_lo, b_hi, &i0, &i1);
+  if (i0 > i1) return scatter3d(vol, ax, ray, m0, m1, value, b_lo, b_hi);
+  scatter3d(vol, ax, ray, m0, i0 - 1, value, b_lo, b_hi);
+  const T wv = value * ray[ray3::kW];
+  if (simd)
+    avx2::scatter3d_interior<simd::Avx2<T>, T>(vol, ax, ray, i0, i1, wv);
+  else
+    portable::scatter3d_interior<simd::Scalar<T>, T>(vol, ax, ray, i0, i1, wv);
+  scatter3d(vol, ax, ray, i1 + 1, m1, value, b_lo, b_hi);
+}
+
+int64_t volume_size(const int64_t* n) { return n[0] * n[1] * n[2]; }
+
+template <typename T>
+void forward3d_impl(const T* vol, const double* frames, T* out, int64_t batch, int64_t n_views, int64_t n_rows,
+                    int64_t n_cols, const int64_t* n) {
+  const int64_t vol_size = volume_size(n), proj_size = n_views * n_rows * n_cols;
+  const bool simd = simd::use_avx2() && vol_size < std::numeric_limits<int32_t>::max();  // int32 gather offsets
+  parallel_items(n_views * n_rows, [&](int64_t t0, int64_t t1) {
+    T ray[RAY3_FIELDS];
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t v = t / n_rows, row = t % n_rows;
+      const double* f = frames + v * FRAME3_FIELDS;
+      for (int64_t col = 0; col < n_cols; ++col) {
+        make_ray3d_as(f, row, col, ray);
+        const int major = int(ray[ray3::kMajor]);
+        const Axes3 ax = axes_of(major, n);
+        const int64_t m0 = int64_t(ray[ray3::kFirst]), m1 = int64_t(ray[ray3::kLast]);
+        for (int64_t b = 0; b < batch; ++b)
+          out[b * proj_size + t * n_cols + col] = ray_sum(simd, vol + b * vol_size, ax, ray, n[major], m0, m1);
+      }
+    }
+  });
+}
+
+// The frames in the data's precision (the detector boxes are computed in it).
+template <typename T>
+std::vector<T> frames_as(const double* frames, int64_t n_views) {
+  return std::vector<T>(frames, frames + n_views * FRAME3_FIELDS);
+}
+
+template <typename T>
+void adjoint3d_impl(const T* proj, const double* frames, T* out, int64_t batch, int64_t n_views, int64_t n_rows,
+                    int64_t n_cols, const int64_t* n) {
+  const int64_t vol_size = volume_size(n), proj_size = n_views * n_rows * n_cols;
+  std::fill(out, out + batch * vol_size, T(0));
+  // About four slabs per thread, for load balance, but at least 4 slices
+  // thick: every ray that reaches a slab costs one ray set-up there.
+  const int64_t threads = at::get_num_threads();
+  const int64_t thickness = std::max<int64_t>(4, (n[0] + 4 * threads - 1) / (4 * threads));
+  const int64_t n_slabs = (n[0] + thickness - 1) / thickness;
+  const std::vector<T> frames_t = frames_as<T>(frames, n_views);
+  const bool simd = simd::use_avx2() && vol_size < std::numeric_limits<int32_t>::max();  // int32 offsets
+  parallel_items(n_slabs, [&](int64_t s0, int64_t s1) {
+    T ray[RAY3_FIELDS];
+    for (int64_t slab = s0; slab < s1; ++slab) {
+      const int64_t k0 = slab * thickness, k1 = std::min(n[0], k0 + thickness);
+      // Every sample with a tap in slices [k0, k1) lies in this box (index coordinates).
+      T corners[8][3];
+      for (int q = 0; q < 8; ++q) {
+        corners[q][0] = T((q & 1) ? k1 : k0 - 1);
+        corners[q][1] = T((q & 2) ? n[1] : -1);
+        corners[q][2] = T((q & 4) ? n[2] : -1);
+      }
+      for (int64_t v = 0; v < n_views; ++v) {
+        const double* f = frames + v * FRAME3_FIELDS;
+        T clo, chi, rlo, rhi;
+        detector_box(frames_t.data() + v * FRAME3_FIELDS, corners, 8, &clo, &chi, &rlo, &rhi);
+        int64_t c0, c1, r0, r1;
+        index_range(clo, chi, n_cols, &c0, &c1);
+        index_range(rlo, rhi, n_rows, &r0, &r1);
+        for (int64_t row = r0; row <= r1; ++row) {
+          for (int64_t col = c0; col <= c1; ++col) {
+            make_ray3d_as(f, row, col, ray);
+            const int major = int(ray[ray3::kMajor]);
+            const Axes3 ax = axes_of(major, n);
+            int64_t m0 = int64_t(ray[ray3::kFirst]), m1 = int64_t(ray[ray3::kLast]);
+            int64_t b_lo = 0, b_hi = ax.n_b;
+            if (major == 0) {  // the ray steps through the slices: keep this slab's
+              m0 = std::max(m0, k0);
+              m1 = std::min(m1, k1 - 1);
+            } else {  // the slice index is the minor axis b: keep samples with a tap in [k0, k1)
+              int64_t f0, f1;
+              clip_march<double>(double(ray[ray3::kAlphaB]), double(ray[ray3::kBetaB]), double(k0) - 1.01,
+                                 double(k1) + 0.01, n[major], &f0, &f1);
+              m0 = std::max(m0, f0);
+              m1 = std::min(m1, f1);
+              b_lo = k0;
+              b_hi = k1;
+            }
+            if (m0 > m1) continue;
+            const int64_t pixel = (v * n_rows + row) * n_cols + col;
+            for (int64_t b = 0; b < batch; ++b)
+              ray_scatter(simd, out + b * vol_size, ax, ray, n[major], m0, m1, proj[b * proj_size + pixel], b_lo, b_hi);
+          }
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+void adjoint3d_gather_impl(const T* proj, const double* frames, T* out, int64_t batch, int64_t n_views,
+                           int64_t n_rows, int64_t n_cols, const int64_t* n) {
+  const int64_t vol_size = volume_size(n), view_size = n_rows * n_cols;
+  // The ray table of every view and the set of major axes in each, as the CUDA kernel builds them.
+  std::vector<T> rays(n_views * view_size * RAY3_FIELDS);
+  std::vector<int> majors(n_views, 0);
+  at::parallel_for(0, n_views, 1, [&](int64_t v0, int64_t v1) {
+    for (int64_t v = v0; v < v1; ++v)
+      for (int64_t p = 0; p < view_size; ++p) {
+        T* ray = rays.data() + (v * view_size + p) * RAY3_FIELDS;
+        make_ray3d_as(frames + v * FRAME3_FIELDS, p / n_cols, p % n_cols, ray);
+        majors[v] |= 1 << int(ray[ray3::kMajor]);
+      }
+  });
+  const std::vector<T> frames_t = frames_as<T>(frames, n_views);
+  at::parallel_for(0, batch * n[0] * n[1], 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / (n[0] * n[1]), k = (t / n[1]) % n[0], i = t % n[1];
+      for (int64_t j = 0; j < n[2]; ++j) {
+        T acc = T(0);
+        for (int64_t v = 0; v < n_views; ++v)
+          acc += gather_view3d(frames_t.data() + v * FRAME3_FIELDS, rays.data() + v * view_size * RAY3_FIELDS,
+                               proj + (b * n_views + v) * view_size, n_rows, n_cols, majors[v], k, i, j);
+        out[b * vol_size + (k * n[1] + i) * n[2] + j] = acc;
+      }
+    }
+  });
+}
+
+void check_frames(const at::Tensor& data, const at::Tensor& frames, const char* name) {
+  TORCH_CHECK(data.scalar_type() == at::kFloat || data.scalar_type() == at::kDouble, "joseph3d: ", name,
+              " must be float32 or float64, got ", data.scalar_type());
+  TORCH_CHECK(frames.dim() == 2 && frames.size(1) == FRAME3_FIELDS, "joseph3d: frames must have shape (n_views, ",
+              FRAME3_FIELDS, "), got ", frames.sizes());
+  TORCH_CHECK(frames.scalar_type() == at::kDouble, "joseph3d: frames must be float64, got ", frames.scalar_type());
+  TORCH_CHECK(frames.device() == data.device(), "joseph3d: ", name, " and frames must be on the same device");
+}
+
+// The grid the frames were built for must be the volume's.  Checked where the
+// frames are readable without a device synchronisation (CPU); on CUDA the
+// Python layer builds frames and shapes together.
+void check_frames_grid(const at::Tensor& frames, int64_t nz, int64_t ny, int64_t nx) {
+  if (!frames.device().is_cpu()) return;
+  auto fr = frames.contiguous();
+  const double* f = fr.data_ptr<double>();
+  for (int64_t v = 0; v < fr.size(0); ++v, f += FRAME3_FIELDS)
+    TORCH_CHECK(f[frame3::kShape] == double(nz) && f[frame3::kShape + 1] == double(ny) &&
+                    f[frame3::kShape + 2] == double(nx),
+                "joseph3d: the frames were built for another volume shape than (", nz, ", ", ny, ", ", nx, ")");
+}
+
+template <typename Impl>
+at::Tensor run_adjoint(const at::Tensor& proj, const at::Tensor& frames, int64_t nz, int64_t ny, int64_t nx,
+                       const char* name, Impl impl_of_type) {
+  check_joseph3d_adjoint_inputs(proj, frames, nz, ny, nx);
+  TORCH_CHECK(proj.device().is_cpu(), name, ": expected CPU tensors");
+  const int64_t batch = proj.size(0), n_views = proj.size(1), n_rows = proj.size(2), n_cols = proj.size(3);
+  auto p = proj.contiguous();
+  auto fr = frames.contiguous();
+  auto out = at::empty({batch, nz, ny, nx}, proj.options());
+  if (out.numel() == 0 || p.numel() == 0) return out.zero_();
+  const int64_t n[3] = {nz, ny, nx};
+  AT_DISPATCH_FLOATING_TYPES(proj.scalar_type(), "joseph3d_adjoint_cpu", [&] {
+    impl_of_type(scalar_t(0))(p.data_ptr<scalar_t>(), fr.data_ptr<double>(), out.data_ptr<scalar_t>(), batch,
+                              n_views, n_rows, n_cols, n);
+  });
+  return out;
+}
+
+}  // namespace
+
+at::Tensor joseph3d_frames(const at::Tensor& vectors, int64_t kind, int64_t n_rows, int64_t n_cols, int64_t nz,
+                           int64_t ny, int64_t nx, at::ArrayRef<double> spacing_offset) {
+  TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == VEC3_FIELDS,
+              "joseph3d_frames: vectors must have shape (n_views, 12)");
+  TORCH_CHECK(vectors.scalar_type() == at::kDouble && vectors.device().is_cpu(),
+              "joseph3d_frames: vectors must be a float64 CPU tensor");
+  TORCH_CHECK(kind >= kParallel && kind <= kFanCurved, "joseph3d_frames: unknown geometry kind ", kind);
+  TORCH_CHECK(n_rows >= 1 && n_cols >= 1 && nz >= 1 && ny >= 1 && nx >= 1, "joseph3d_frames: sizes must be positive");
+  TORCH_CHECK(spacing_offset.size() == 6, "joseph3d_frames: expected [sz, sy, sx, oz, oy, ox]");
+  const Grid3D grid{{nz, ny, nx},
+                    {spacing_offset[0], spacing_offset[1], spacing_offset[2]},
+                    {spacing_offset[3], spacing_offset[4], spacing_offset[5]}};
+  auto vec = vectors.contiguous();
+  const int64_t n_views = vec.size(0);
+  auto frames = at::empty({n_views, FRAME3_FIELDS}, vec.options());
+  for (int64_t v = 0; v < n_views; ++v)
+    make_frame3d(kind, vec.data_ptr<double>() + v * VEC3_FIELDS, n_rows, n_cols, grid,
+                 frames.data_ptr<double>() + v * FRAME3_FIELDS);
+  return frames;
+}
+
+at::Tensor joseph3d_forward_cpu(const at::Tensor& volume, const at::Tensor& frames, int64_t n_rows, int64_t n_cols) {
+  check_joseph3d_forward_inputs(volume, frames, n_rows, n_cols);
+  TORCH_CHECK(volume.device().is_cpu(), "joseph3d_forward_cpu: expected CPU tensors");
+  const int64_t batch = volume.size(0), n_views = frames.size(0);
+  const int64_t n[3] = {volume.size(1), volume.size(2), volume.size(3)};
+  auto vol = volume.contiguous();
+  auto fr = frames.contiguous();
+  auto out = at::empty({batch, n_views, n_rows, n_cols}, volume.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES(volume.scalar_type(), "joseph3d_forward_cpu", [&] {
+    forward3d_impl<scalar_t>(vol.data_ptr<scalar_t>(), fr.data_ptr<double>(), out.data_ptr<scalar_t>(), batch,
+                             n_views, n_rows, n_cols, n);
+  });
+  return out;
+}
+
+at::Tensor joseph3d_adjoint_cpu(const at::Tensor& proj, const at::Tensor& frames, int64_t nz, int64_t ny, int64_t nx) {
+  return run_adjoint(proj, frames, nz, ny, nx, "joseph3d_adjoint_cpu",
+                     [](auto zero) { return adjoint3d_impl<decltype(zero)>; });
+}
+
+at::Tensor joseph3d_adjoint_gather_cpu(const at::Tensor& proj, const at::Tensor& frames, int64_t nz, int64_t ny,
+                                       int64_t nx) {
+  return run_adjoint(proj, frames, nz, ny, nx, "joseph3d_adjoint_gather_cpu",
+                     [](auto zero) { return adjoint3d_gather_impl<decltype(zero)>; });
+}
+
+void check_joseph3d_forward_inputs(const at::Tensor& volume, const at::Tensor& frames, int64_t n_rows,
+                                   int64_t n_cols) {
+  TORCH_CHECK(volume.dim() == 4, "joseph3d: volume must have shape (batch, nz, ny, nx), got ", volume.sizes());
+  check_frames(volume, frames, "volume");
+  TORCH_CHECK(n_rows >= 1 && n_cols >= 1, "joseph3d: detector size must be positive");
+  check_frames_grid(frames, volume.size(1), volume.size(2), volume.size(3));
+}
+
+void check_joseph3d_adjoint_inputs(const at::Tensor& proj, const at::Tensor& frames, int64_t nz, int64_t ny,
+                                   int64_t nx) {
+  TORCH_CHECK(proj.dim() == 4, "joseph3d: projections must have shape (batch, n_views, n_rows, n_cols), got ",
+              proj.sizes());
+  check_frames(proj, frames, "projections");
+  TORCH_CHECK(frames.size(0) == proj.size(1), "joseph3d: projections have ", proj.size(1), " views but frames ",
+              frames.size(0));
+  TORCH_CHECK(nz >= 1 && ny >= 1 && nx >= 1, "joseph3d: volume size must be positive");
+  check_frames_grid(frames, nz, ny, nx);
+}
+
+}  // namespace known_ops

@@ -1,0 +1,182 @@
+// CUDA kernels of the 3D Joseph projector pair, built from the same header
+// math as the CPU loops (joseph3d.h): make_ray3d_as, march3d, gather_view3d.
+//
+// Forward: one thread per detector pixel; the 32 threads of a warp take 32
+// consecutive columns of one detector row of one view (their rays are close,
+// so are their samples).  A thread builds its ray once from the view's frame
+// (staged in shared memory) and marches it through every volume of the batch.
+//
+// Adjoint: pixel-driven (gather), one thread per voxel, x fastest: the exact
+// transpose of the forward, without atomics on the volume, hence
+// deterministic.  The views are processed in chunks whose ray table fits the
+// caller's workspace; per chunk one kernel writes the table (make_ray3d_as)
+// and the set of major axes of each view, and one kernel gathers.  A voxel's
+// accumulator starts from the value left by the previous chunk, so the views
+// are summed in the order 0, 1, ..., n_views - 1 whatever the chunk size, the
+// same order as joseph3d_adjoint_gather on the CPU.
+#include "joseph3d_cuda.h"
+
+#include "joseph3d.h"
+
+namespace known_ops {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kForwardCols = 32;  // block of the forward: 32 columns (one warp) x 8 rows
+constexpr int kForwardRows = kThreads / kForwardCols;
+constexpr int kViewGroup = 32;    // frames the gather stages in shared memory at a time
+constexpr int64_t kMaxGridX = 2147483647, kMaxGridYZ = 65535;
+
+__host__ __device__ inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+int64_t blocks_for(int64_t n, int64_t per_block, int64_t limit) {
+  return min64((n + per_block - 1) / per_block, limit);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    forward3d_kernel(const T* __restrict__ volume, const double* __restrict__ frames, T* __restrict__ out,
+                     int64_t batch, int64_t n_views, int64_t n_rows, int64_t n_cols, int64_t nz, int64_t ny,
+                     int64_t nx) {
+  __shared__ double frame[FRAME3_FIELDS];
+  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+  const int64_t n[3] = {nz, ny, nx};
+  const int64_t vol_size = nz * ny * nx, view_size = n_rows * n_cols, proj_size = n_views * view_size;
+  for (int64_t col0 = int64_t(blockIdx.x) * blockDim.x; col0 < n_cols; col0 += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t col = col0 + threadIdx.x;
+    for (int64_t v = blockIdx.z; v < n_views; v += gridDim.z) {
+      __syncthreads();  // every thread is done with the previous frame
+      if (tid < FRAME3_FIELDS) frame[tid] = __ldg(frames + v * FRAME3_FIELDS + tid);
+      __syncthreads();
+      if (col >= n_cols) continue;
+      for (int64_t row = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; row < n_rows;
+           row += int64_t(gridDim.y) * blockDim.y) {
+        T ray[RAY3_FIELDS];
+        make_ray3d_as<T>(frame, row, col, ray);
+        const Axes3 ax = axes_of(int(ray[ray3::kMajor]), n);
+        const int64_t m0 = int64_t(ray[ray3::kFirst]), m1 = int64_t(ray[ray3::kLast]);
+        T* o = out + v * view_size + row * n_cols + col;
+        for (int64_t b = 0; b < batch; ++b)
+          o[b * proj_size] = m0 <= m1 ? march3d(volume + b * vol_size, ax, ray, m0, m1) : T(0);
+      }
+    }
+  }
+}
+
+// Ray table of views [v0, v0 + n_chunk) and, per view, the set of major axes
+// (bit 1 << major) of its rays; `majors` must be zero on entry.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    ray_table3d_kernel(const double* __restrict__ frames, T* __restrict__ rays, int* __restrict__ majors, int64_t v0,
+                       int64_t n_chunk, int64_t n_rows, int64_t n_cols) {
+  __shared__ double frame[FRAME3_FIELDS];
+  __shared__ int block_majors;
+  const int64_t view_size = n_rows * n_cols;
+  for (int64_t c = blockIdx.y; c < n_chunk; c += gridDim.y) {
+    __syncthreads();
+    if (threadIdx.x < FRAME3_FIELDS) frame[threadIdx.x] = __ldg(frames + (v0 + c) * FRAME3_FIELDS + threadIdx.x);
+    if (threadIdx.x == 0) block_majors = 0;
+    __syncthreads();
+    int mine = 0;
+    for (int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; p < view_size;
+         p += int64_t(gridDim.x) * blockDim.x) {
+      T ray[RAY3_FIELDS];
+      make_ray3d_as<T>(frame, p / n_cols, p % n_cols, ray);
+      T* dst = rays + (c * view_size + p) * RAY3_FIELDS;
+#pragma unroll
+      for (int q = 0; q < RAY3_FIELDS; ++q) dst[q] = ray[q];
+      mine |= 1 << int(ray[ray3::kMajor]);
+    }
+    if (mine) atomicOr(&block_majors, mine);
+    __syncthreads();
+    if (threadIdx.x == 0 && block_majors) atomicOr(majors + c, block_majors);
+  }
+}
+
+// Gather of views [v0, v0 + n_chunk) into every voxel; the accumulator starts
+// from zero for the first chunk (v0 == 0) and from the output otherwise.
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    gather3d_kernel(const T* __restrict__ proj, const T* __restrict__ frames_t, const T* __restrict__ rays,
+                    const int* __restrict__ majors, T* __restrict__ out, int64_t batch, int64_t n_views, int64_t v0,
+                    int64_t n_chunk, int64_t n_rows, int64_t n_cols, int64_t nz, int64_t ny, int64_t nx) {
+  __shared__ T frame[kViewGroup * FRAME3_FIELDS];
+  __shared__ int view_majors[kViewGroup];
+  const int64_t n_vox = nz * ny * nx, view_size = n_rows * n_cols;
+  for (int64_t b = blockIdx.y; b < batch; b += gridDim.y) {
+    for (int64_t base = int64_t(blockIdx.x) * blockDim.x; base < n_vox; base += int64_t(gridDim.x) * blockDim.x) {
+      const int64_t t = base + threadIdx.x;
+      const bool valid = t < n_vox;
+      const int64_t j = t % nx, i = (t / nx) % ny, k = t / (nx * ny);
+      T* o = out + b * n_vox + t;
+      T acc = (v0 == 0 || !valid) ? T(0) : *o;
+      for (int64_t g0 = 0; g0 < n_chunk; g0 += kViewGroup) {
+        const int group = int(min64(kViewGroup, n_chunk - g0));
+        __syncthreads();  // every thread is done with the previous group
+        for (int q = threadIdx.x; q < group * FRAME3_FIELDS; q += blockDim.x)
+          frame[q] = __ldg(frames_t + (v0 + g0) * FRAME3_FIELDS + q);
+        if (threadIdx.x < group) view_majors[threadIdx.x] = __ldg(majors + g0 + threadIdx.x);
+        __syncthreads();
+        if (!valid) continue;
+        for (int g = 0; g < group; ++g) {
+          const int64_t c = g0 + g;
+          acc += gather_view3d(frame + g * FRAME3_FIELDS, rays + c * view_size * RAY3_FIELDS,
+                               proj + (b * n_views + v0 + c) * view_size, n_rows, n_cols, view_majors[g], k, i, j);
+        }
+      }
+      if (valid) *o = acc;
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T>
+cudaError_t joseph3d_forward_cuda(const T* volume, const double* frames, T* out, int64_t batch, int64_t n_views,
+                                  int64_t n_rows, int64_t n_cols, int64_t nz, int64_t ny, int64_t nx,
+                                  cudaStream_t stream) {
+  if (batch == 0 || n_views == 0 || n_rows == 0 || n_cols == 0) return cudaSuccess;
+  const dim3 grid(unsigned(blocks_for(n_cols, kForwardCols, kMaxGridX)),
+                  unsigned(blocks_for(n_rows, kForwardRows, kMaxGridYZ)), unsigned(min64(n_views, kMaxGridYZ)));
+  const dim3 block(kForwardCols, kForwardRows);
+  forward3d_kernel<T><<<grid, block, 0, stream>>>(volume, frames, out, batch, n_views, n_rows, n_cols, nz, ny, nx);
+  return cudaGetLastError();
+}
+
+template <typename T>
+cudaError_t joseph3d_adjoint_cuda(const T* proj, const double* frames, const T* frames_t, T* out, int64_t batch,
+                                  int64_t n_views, int64_t n_rows, int64_t n_cols, int64_t nz, int64_t ny,
+                                  int64_t nx, int64_t chunk_views, T* rays, int* majors, cudaStream_t stream) {
+  const int64_t n_vox = nz * ny * nx, view_size = n_rows * n_cols;
+  if (batch == 0 || n_vox == 0) return cudaSuccess;
+  if (n_views == 0 || view_size == 0) return cudaMemsetAsync(out, 0, sizeof(T) * batch * n_vox, stream);
+  if (chunk_views < 1) return cudaErrorInvalidValue;
+  const dim3 table_block(kThreads), gather_block(kThreads);
+  for (int64_t v0 = 0; v0 < n_views; v0 += chunk_views) {
+    const int64_t n_chunk = min64(chunk_views, n_views - v0);
+    cudaError_t err = cudaMemsetAsync(majors, 0, sizeof(int) * n_chunk, stream);
+    if (err != cudaSuccess) return err;
+    const dim3 table_grid(unsigned(blocks_for(view_size, kThreads, kMaxGridX)), unsigned(min64(n_chunk, kMaxGridYZ)));
+    ray_table3d_kernel<T><<<table_grid, table_block, 0, stream>>>(frames, rays, majors, v0, n_chunk, n_rows, n_cols);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    const dim3 gather_grid(unsigned(blocks_for(n_vox, kThreads, kMaxGridX)), unsigned(min64(batch, kMaxGridYZ)));
+    gather3d_kernel<T><<<gather_grid, gather_block, 0, stream>>>(proj, frames_t, rays, majors, out, batch, n_views,
+                                                                 v0, n_chunk, n_rows, n_cols, nz, ny, nx);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
+}
+
+template cudaError_t joseph3d_forward_cuda<float>(const float*, const double*, float*, int64_t, int64_t, int64_t,
+                                                  int64_t, int64_t, int64_t, int64_t, cudaStream_t);
+template cudaError_t joseph3d_forward_cuda<double>(const double*, const double*, double*, int64_t, int64_t, int64_t,
+                                                   int64_t, int64_t, int64_t, int64_t, cudaStream_t);
+template cudaError_t joseph3d_adjoint_cuda<float>(const float*, const double*, const float*, float*, int64_t, int64_t,
+                                                  int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*, int*,
+                                                  cudaStream_t);
+template cudaError_t joseph3d_adjoint_cuda<double>(const double*, const double*, const double*, double*, int64_t,
+                                                   int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                                   double*, int*, cudaStream_t);
+
+}  // namespace known_ops
