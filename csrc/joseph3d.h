@@ -44,9 +44,10 @@ constexpr int kGStep = 16, kCMid = 17;
 constexpr int kSpacing = 18;                             // sz, sy, sx (mm per index unit)
 constexpr int kMapCol = 21, kMapRow = 25, kMapDen = 29;  // 4 doubles each
 constexpr int kColScale = 33, kRowScale = 34, kColMid = 35, kRowMid = 36;
-constexpr int kShape = 37;  // nz, ny, nx of the grid the frame was built for
+constexpr int kShape = 37;     // nz, ny, nx of the grid the frame was built for
+constexpr int kDetShape = 40;  // n_rows, n_cols of the detector it was built for
 }  // namespace frame3
-constexpr int FRAME3_FIELDS = 40;
+constexpr int FRAME3_FIELDS = 44;  // 42 used, padded to a multiple of 4
 
 // Ray table entry (written by make_ray3d, read by every kernel).
 namespace ray3 {
@@ -119,6 +120,8 @@ KO_HD void make_frame3d(int64_t kind, const double* vec, int64_t n_rows, int64_t
     f[kSpacing + q] = g.s[q];
     f[kShape + q] = double(g.n[q]);
   }
+  f[kDetShape] = double(n_rows);
+  f[kDetShape + 1] = double(n_cols);
   direction_to_index(g, u, f + kU);
   direction_to_index(g, v, f + kV);
   if (kind == kParallel) {

@@ -46,21 +46,20 @@ namespace avx2 {
 #undef KO_TARGET
 }  // namespace avx2
 
-// The sub-range [*i0, *i1] of [m0, m1] whose samples have all four taps inside
-// minor-b indices [b_lo, b_hi) and minor-c indices [0, n_c): positions in
-// [b_lo, b_hi - 1) and [0, n_c - 1), shrunk by a margin that covers the
-// rounding of alpha + beta m in float32.
+// The major indices [*i0, *i1] at which all four taps of a sample lie inside
+// the volume: positions in [0, n_b - 1) and [0, n_c - 1), shrunk by a margin
+// that covers the rounding of alpha + beta m in float32.  Depends on the ray
+// alone, so each sample takes the same (SIMD or checked) path in every kernel.
 template <typename T>
-void interior_range(const T* ray, const Axes3& ax, int64_t n_major, int64_t m0, int64_t m1, int64_t b_lo,
-                    int64_t b_hi, int64_t* i0, int64_t* i1) {
+void interior_range(const T* ray, const Axes3& ax, int64_t n_major, int64_t* i0, int64_t* i1) {
   int64_t f0, f1, g0, g1;
   const double ab = ray[ray3::kAlphaB], bb = ray[ray3::kBetaB], ac = ray[ray3::kAlphaC], bc = ray[ray3::kBetaC];
-  const double eps_b = 1e-5 * (1.0 + std::abs(ab) + std::abs(bb) * n_major + b_hi);
+  const double eps_b = 1e-5 * (1.0 + std::abs(ab) + std::abs(bb) * n_major + ax.n_b);
   const double eps_c = 1e-5 * (1.0 + std::abs(ac) + std::abs(bc) * n_major + ax.n_c);
-  clip_march<double>(ab, bb, b_lo + eps_b, b_hi - 1 - eps_b, n_major, &f0, &f1);
+  clip_march<double>(ab, bb, eps_b, ax.n_b - 1 - eps_b, n_major, &f0, &f1);
   clip_march<double>(ac, bc, eps_c, ax.n_c - 1 - eps_c, n_major, &g0, &g1);
-  *i0 = std::max({m0, f0, g0});
-  *i1 = std::min({m1, f1, g1});
+  *i0 = std::max(f0, g0);
+  *i1 = std::min(f1, g1);
 }
 
 // Sum along a ray over [m0, m1] (weighted by w): the interior with the SIMD
@@ -69,27 +68,34 @@ template <typename T>
 T ray_sum(bool simd, const T* vol, const Axes3& ax, const T* ray, int64_t n_major, int64_t m0, int64_t m1) {
   if (m0 > m1) return T(0);
   int64_t i0, i1;
-  interior_range(ray, ax, n_major, m0, m1, 0, ax.n_b, &i0, &i1);
+  interior_range(ray, ax, n_major, &i0, &i1);
+  i0 = std::max(i0, m0);
+  i1 = std::min(i1, m1);
   if (i0 > i1) return march3d(vol, ax, ray, m0, m1);
   const T inner = simd ? avx2::march3d_interior<simd::Avx2<T>, T>(vol, ax, ray, i0, i1)
                        : portable::march3d_interior<simd::Scalar<T>, T>(vol, ax, ray, i0, i1);
   return march3d(vol, ax, ray, m0, i0 - 1) + inner * ray[ray3::kW] + march3d(vol, ax, ray, i1 + 1, m1);
 }
 
-// Transpose of ray_sum, restricted to minor-b indices [b_lo, b_hi).
+// Transpose of ray_sum over [m0, m1], writing only the taps whose minor-b
+// index lies in [b_lo, b_hi) (the caller's slab).  Which samples take the
+// SIMD loop depends on the ray alone, never on the slab, so every sample's
+// weights are the same whatever the slabs (bitwise thread-count independence).
 template <typename T>
 void ray_scatter(bool simd, T* vol, const Axes3& ax, const T* ray, int64_t n_major, int64_t m0, int64_t m1, T value,
                  int64_t b_lo, int64_t b_hi) {
   if (m0 > m1) return;
   int64_t i0, i1;
-  interior_range(ray, ax, n_major, m0, m1, b_lo, b_hi, &i0, &i1);
+  interior_range(ray, ax, n_major, &i0, &i1);
+  i0 = std::max(i0, m0);
+  i1 = std::min(i1, m1);
   if (i0 > i1) return scatter3d(vol, ax, ray, m0, m1, value, b_lo, b_hi);
   scatter3d(vol, ax, ray, m0, i0 - 1, value, b_lo, b_hi);
   const T wv = value * ray[ray3::kW];
   if (simd)
-    avx2::scatter3d_interior<simd::Avx2<T>, T>(vol, ax, ray, i0, i1, wv);
+    avx2::scatter3d_interior<simd::Avx2<T>, T>(vol, ax, ray, i0, i1, wv, b_lo, b_hi);
   else
-    portable::scatter3d_interior<simd::Scalar<T>, T>(vol, ax, ray, i0, i1, wv);
+    portable::scatter3d_interior<simd::Scalar<T>, T>(vol, ax, ray, i0, i1, wv, b_lo, b_hi);
   scatter3d(vol, ax, ray, i1 + 1, m1, value, b_lo, b_hi);
 }
 
@@ -222,17 +228,21 @@ void check_frames(const at::Tensor& data, const at::Tensor& frames, const char* 
   TORCH_CHECK(frames.device() == data.device(), "joseph3d: ", name, " and frames must be on the same device");
 }
 
-// The grid the frames were built for must be the volume's.  Checked where the
-// frames are readable without a device synchronisation (CPU); on CUDA the
-// Python layer builds frames and shapes together.
-void check_frames_grid(const at::Tensor& frames, int64_t nz, int64_t ny, int64_t nx) {
+// The frames must have been built for this volume and detector.  Checked
+// where the frames are readable without a device synchronisation (CPU); on
+// CUDA the Python layer builds frames and shapes together.
+void check_frames_shapes(const at::Tensor& frames, int64_t nz, int64_t ny, int64_t nx, int64_t n_rows,
+                         int64_t n_cols) {
   if (!frames.device().is_cpu()) return;
   auto fr = frames.contiguous();
   const double* f = fr.data_ptr<double>();
-  for (int64_t v = 0; v < fr.size(0); ++v, f += FRAME3_FIELDS)
+  for (int64_t v = 0; v < fr.size(0); ++v, f += FRAME3_FIELDS) {
     TORCH_CHECK(f[frame3::kShape] == double(nz) && f[frame3::kShape + 1] == double(ny) &&
                     f[frame3::kShape + 2] == double(nx),
                 "joseph3d: the frames were built for another volume shape than (", nz, ", ", ny, ", ", nx, ")");
+    TORCH_CHECK(f[frame3::kDetShape] == double(n_rows) && f[frame3::kDetShape + 1] == double(n_cols),
+                "joseph3d: the frames were built for another detector shape than (", n_rows, ", ", n_cols, ")");
+  }
 }
 
 template <typename Impl>
@@ -308,7 +318,7 @@ void check_joseph3d_forward_inputs(const at::Tensor& volume, const at::Tensor& f
   TORCH_CHECK(volume.dim() == 4, "joseph3d: volume must have shape (batch, nz, ny, nx), got ", volume.sizes());
   check_frames(volume, frames, "volume");
   TORCH_CHECK(n_rows >= 1 && n_cols >= 1, "joseph3d: detector size must be positive");
-  check_frames_grid(frames, volume.size(1), volume.size(2), volume.size(3));
+  check_frames_shapes(frames, volume.size(1), volume.size(2), volume.size(3), n_rows, n_cols);
 }
 
 void check_joseph3d_adjoint_inputs(const at::Tensor& proj, const at::Tensor& frames, int64_t nz, int64_t ny,
@@ -319,7 +329,7 @@ void check_joseph3d_adjoint_inputs(const at::Tensor& proj, const at::Tensor& fra
   TORCH_CHECK(frames.size(0) == proj.size(1), "joseph3d: projections have ", proj.size(1), " views but frames ",
               frames.size(0));
   TORCH_CHECK(nz >= 1 && ny >= 1 && nx >= 1, "joseph3d: volume size must be positive");
-  check_frames_grid(frames, nz, ny, nx);
+  check_frames_shapes(frames, nz, ny, nx, proj.size(2), proj.size(3));
 }
 
 }  // namespace known_ops

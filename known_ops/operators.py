@@ -84,25 +84,44 @@ def _check_cone_in_front(volume: Volume, geometry: ConeBeam3D) -> None:
 
 
 def _view_index(views, n_views: int, device) -> torch.Tensor:
-    """A 1D int64 tensor of view indices from a sequence, array, tensor, range or slice; checked."""
+    """A 1D int64 tensor of view indices (negative ones counted from the end) from a sequence, array,
+    integer tensor, range or slice; checked.  Plain Python for sequences, so that torch.compile
+    can trace it; a tensor's values are checked in eager mode only (a compiled graph would have to
+    synchronise; out-of-range indices then fail in index_select)."""
     if isinstance(views, slice):
         views = range(*views.indices(n_views))
     if isinstance(views, torch.Tensor):
-        if views.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.bool):
+        if views.dtype.is_floating_point or views.dtype.is_complex or views.dtype == torch.bool:
             raise TypeError(f"views must hold integer view indices, got a tensor of {views.dtype}")
-        idx = views.detach().to("cpu", torch.int64)
-    else:
-        arr = np.asarray(views)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or arr.size == 0):
-            raise TypeError(f"views must be integer view indices (a sequence, array, tensor, range or slice), got {views!r}")
-        idx = torch.from_numpy(arr.astype(np.int64))
-    if idx.dim() != 1:
-        raise ValueError(f"views must be one-dimensional, got shape {tuple(idx.shape)}")
-    if idx.numel() == 0:
+        if views.dim() != 1:
+            raise ValueError(f"views must be one-dimensional, got shape {tuple(views.shape)}")
+        if views.numel() == 0:
+            raise ValueError("views must not be empty")
+        if not torch.compiler.is_compiling():
+            lo, hi = int(views.min()), int(views.max())
+            if lo < -n_views or hi >= n_views:
+                raise ValueError(f"views must index the geometry's {n_views} views (in [-{n_views}, {n_views - 1}])")
+        return torch.remainder(views.to(device=device, dtype=torch.int64), n_views)
+    if isinstance(views, np.ndarray):
+        if views.ndim != 1:
+            raise ValueError(f"views must be one-dimensional, got shape {views.shape}")
+        if views.size and not np.issubdtype(views.dtype, np.integer):
+            raise TypeError(f"views must hold integer view indices, got an array of {views.dtype}")
+        views = views.tolist()
+    try:
+        items = list(views)
+    except TypeError:
+        raise TypeError(f"views must be integer view indices (a sequence, array, tensor, range or slice), got {views!r}") from None
+    if not items:
         raise ValueError("views must not be empty")
-    if int(idx.min()) < -n_views or int(idx.max()) >= n_views:
-        raise ValueError(f"views must index the geometry's {n_views} views (in [-{n_views}, {n_views - 1}])")
-    return torch.remainder(idx, n_views).to(device)
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
+            if isinstance(item, (list, tuple, np.ndarray, torch.Tensor)):
+                raise ValueError("views must be one-dimensional (a flat sequence of view indices)")
+            raise TypeError(f"views must be integer view indices, got {item!r}")
+        if not -n_views <= item < n_views:
+            raise ValueError(f"views must index the geometry's {n_views} views (in [-{n_views}, {n_views - 1}]), got {item}")
+    return torch.tensor([int(item) % n_views for item in items], dtype=torch.int64, device=device)
 
 
 class RayTransform(nn.Module):

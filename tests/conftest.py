@@ -124,3 +124,167 @@ def random_geometry(rng: np.random.Generator, volume: ko.Volume, kind: str):
 def _seeded_torch():
     """Every test starts from the same torch random state, so failures reproduce."""
     torch.manual_seed(0)
+
+
+# --- 3D helpers ---------------------------------------------------------------------------------------
+
+GEOMETRY_KINDS_3D = (
+    "parallel",
+    "cone_flat",
+    "cone_curved",
+    "helical",
+    "parallel_vectors",
+    "cone_vectors",
+    "curved_vectors",
+    "projection_matrices",
+)
+
+
+def random_volume_3d(rng: np.random.Generator) -> ko.Volume:
+    """Small 3D grid with odd or even sizes (1 included), anisotropic voxels and an off-centre position."""
+    shape = tuple(int(n) for n in rng.integers(1, 13, size=3))
+    spacing = tuple(float(s) for s in rng.uniform(0.4, 2.5, size=3))
+    offset = tuple(float(o) for o in rng.uniform(-3.0, 3.0, size=3))
+    return ko.Volume(shape=shape, spacing=spacing, offset=offset)
+
+
+def grown_reach_3d(volume: ko.Volume) -> float:
+    """Largest distance from the origin to a corner of the volume grown by one voxel on every side (mm):
+    a point source farther away than this (in the direction of the rays) lies outside the grown volume."""
+    grown = [(lo - s, hi + s) for (lo, hi), s in zip(volume.bounds, volume.spacing)]
+    return max(math.sqrt(z * z + y * y + x * x) for z in grown[0] for y in grown[1] for x in grown[2])
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def _rotate_about(vectors: np.ndarray, axes: np.ndarray, angles: np.ndarray) -> np.ndarray:
+    """Rodrigues rotation of each row of `vectors` about the matching unit row of `axes` by `angles`."""
+    c, s = np.cos(angles)[:, None], np.sin(angles)[:, None]
+    along = np.sum(axes * vectors, axis=1, keepdims=True) * axes
+    return c * vectors + s * np.cross(axes, vectors) + (1 - c) * along
+
+
+def _perpendicular_basis(normal: np.ndarray, rng: np.random.Generator):
+    """Two unit vectors spanning the plane perpendicular to each (unit) normal, randomly rolled."""
+    helper = rng.normal(size=normal.shape)
+    first = _unit(helper - np.sum(helper * normal, axis=1, keepdims=True) * normal)
+    second = np.cross(normal, first)
+    return first, second
+
+
+def _tilted(normal: np.ndarray, rng: np.random.Generator, max_tilt: float) -> np.ndarray:
+    """Each unit normal tilted by a random angle <= max_tilt about a random perpendicular axis."""
+    axis, _ = _perpendicular_basis(normal, rng)
+    return _rotate_about(normal, axis, rng.uniform(-max_tilt, max_tilt, size=normal.shape[0]))
+
+
+def _detector_steps(normal: np.ndarray, rng: np.random.Generator, du: np.ndarray, dv: np.ndarray):
+    """Column and row steps u, v spanning the plane perpendicular to `normal`, rolled and skewed at random."""
+    first, second = _perpendicular_basis(normal, rng)
+    skew = rng.uniform(-0.4, 0.4, size=normal.shape[0])[:, None]
+    u = first * du[:, None]
+    v = (np.cos(skew) * second + np.sin(skew) * first) * dv[:, None]
+    return u, v
+
+
+def _random_detector_3d(rng: np.random.Generator, volume: ko.Volume, magnification: float = 1.0):
+    """det_shape, det_spacing (dv, du), det_offset (v, u): from a few pixels up to twice the object's shadow."""
+    object_size = math.sqrt(sum(e * e for e in volume.extent)) * magnification
+    det_shape = (int(rng.integers(1, 18)), int(rng.integers(1, 22)))
+    coverage = rng.uniform(0.2, 2.0, size=2)  # < 1: detector smaller than the object, > 1: larger
+    det_spacing = tuple(float(c * object_size / n) for c, n in zip(coverage, det_shape))
+    det_offset = tuple(float(o) for o in rng.uniform(-0.3, 0.3, size=2) * object_size)
+    return det_shape, det_spacing, det_offset
+
+
+def random_geometry_3d(rng: np.random.Generator, volume: ko.Volume, kind: str):
+    """A random 3D projection geometry of `kind` (one of GEOMETRY_KINDS_3D) that is valid for `volume`.
+
+    Angles are mixed with exactly 0, pi/4, pi/2, ... (SPECIAL_ANGLES) half of the time; sources lie
+    outside the volume grown by one voxel, in front of it, and off the z = 0 plane for the helical
+    and vector kinds; detectors are tilted (vector kinds), offset, smaller or larger than the object.
+    """
+    reach = grown_reach_3d(volume)
+    if kind == "parallel":
+        det_shape, det_spacing, det_offset = _random_detector_3d(rng, volume)
+        return ko.ParallelBeam3D(random_angles(rng), det_shape, det_spacing, det_offset)
+    if kind in ("cone_flat", "cone_curved", "helical"):
+        source_distance = reach * float(rng.uniform(1.1, 4.0)) + max(volume.spacing)
+        detector_distance = float(rng.uniform(-0.5, 2.0)) * reach
+        magnification = (source_distance + detector_distance) / source_distance
+        det_shape, det_spacing, det_offset = _random_detector_3d(rng, volume, magnification)
+        if kind == "helical":
+            detector = "curved" if rng.random() < 0.5 else "flat"
+        else:
+            detector = "flat" if kind == "cone_flat" else "curved"
+        pitch = float(rng.uniform(-2.0, 2.0) * volume.extent[0]) if kind == "helical" else 0.0
+        return ko.ConeBeam3D(
+            random_angles(rng), source_distance, detector_distance, det_shape, det_spacing, det_offset,
+            detector=detector, pitch=pitch,
+        )
+    n_views = int(rng.integers(1, 6))
+    det_shape = (int(rng.integers(1, 18)), int(rng.integers(1, 22)))
+    if kind == "parallel_vectors":
+        # Arbitrary (unnormalised) ray directions; detectors tilted against the rays by up to 1 rad.
+        ray = rng.normal(size=(n_views, 3)) * rng.uniform(0.3, 3.0, size=(n_views, 1))
+        normal = _tilted(_unit(ray), rng, 1.0)
+        size = 2 * reach * rng.uniform(0.2, 2.0, size=(n_views, 2))
+        u, v = _detector_steps(normal, rng, size[:, 0] / det_shape[1], size[:, 1] / det_shape[0])
+        centre = rng.uniform(-0.5, 0.5, size=(n_views, 3)) * reach
+        return ko.ParallelBeam3D.from_vectors(np.concatenate([ray, centre, u, v], axis=1), det_shape)
+    if kind == "cone_vectors":
+        # Sources anywhere on a sphere (any height), detectors beyond the volume, tilted by up to 0.6 rad.
+        direction = _unit(rng.normal(size=(n_views, 3)))
+        radius = reach * rng.uniform(1.3, 4.0, size=n_views) + max(volume.spacing)
+        source = radius[:, None] * direction
+        # Tilted by <= 0.6 rad: the plane through the source parallel to the detector misses the volume.
+        normal = _tilted(-direction, rng, 0.6)
+        centre = source - direction * (radius + rng.uniform(-0.2, 2.0, size=n_views) * reach)[:, None]
+        centre += rng.uniform(-0.2, 0.2, size=(n_views, 3)) * reach
+        magnification = np.sum((centre - source) * normal, axis=1) / radius
+        size = 2 * reach * magnification[:, None] * rng.uniform(0.2, 2.0, size=(n_views, 2))
+        u, v = _detector_steps(normal, rng, size[:, 0] / det_shape[1], size[:, 1] / det_shape[0])
+        return ko.ConeBeam3D.from_vectors(np.concatenate([source, centre, u, v], axis=1), det_shape)
+    if kind == "curved_vectors":
+        # Cylinders with axes tilted from z by up to 0.8 rad, sources up to 0.4 rad above or below the
+        # axis-perpendicular plane through the origin, the centre direction turned by up to 0.2 rad.
+        axis = _tilted(np.tile([0.0, 0.0, 1.0], (n_views, 1)), rng, 0.8)
+        across, _ = _perpendicular_basis(axis, rng)
+        elevation = rng.uniform(-0.4, 0.4, size=n_views)[:, None]
+        direction = np.cos(elevation) * across + np.sin(elevation) * axis
+        radius = reach * rng.uniform(1.5, 4.0, size=n_views) + max(volume.spacing)
+        source = radius[:, None] * direction
+        e_c = _rotate_about(-across, axis, rng.uniform(-0.2, 0.2, size=n_views))
+        e_u = np.cross(axis, e_c) * rng.choice([-1.0, 1.0], size=(n_views, 1))
+        cylinder = radius + rng.uniform(-0.2, 2.0, size=n_views) * reach
+        centre = source + cylinder[:, None] * e_c + rng.uniform(-0.3, 0.3, size=(n_views, 1)) * reach * axis
+        magnification = cylinder / radius
+        size = 2 * reach * magnification[:, None] * rng.uniform(0.2, 2.0, size=(n_views, 2))
+        u, v = e_u * (size[:, 0] / det_shape[1])[:, None], axis * (size[:, 1] / det_shape[0])[:, None]
+        return ko.ConeBeam3D.from_vectors(np.concatenate([source, centre, u, v], axis=1), det_shape, detector="curved")
+    if kind == "projection_matrices":
+        # Pinhole cameras P = lambda K [Rc | -Rc C], lambda of either sign, looking near the origin.
+        direction = _unit(rng.normal(size=(n_views, 3)))
+        distance = reach * rng.uniform(1.3, 4.0, size=n_views) + max(volume.spacing)
+        camera = distance[:, None] * direction
+        target = rng.uniform(-0.15, 0.15, size=(n_views, 3)) * reach
+        z_c = _unit(target - camera)
+        x_c, y_c = _perpendicular_basis(z_c, rng)
+        rotation = np.stack([x_c, y_c, z_c], axis=1)  # rows: camera axes
+        focal = rng.uniform(0.5, 3.0, size=n_views) * distance  # mm from the source to the detector plane
+        du = float(np.mean(focal * 2 * reach / distance) * rng.uniform(0.2, 2.0) / det_shape[1])
+        dv = du * float(rng.uniform(0.5, 2.0))  # pixels need not be square
+        principal = np.stack(
+            [(det_shape[1] - 1) / 2 + rng.uniform(-0.3, 0.3, n_views) * det_shape[1],
+             (det_shape[0] - 1) / 2 + rng.uniform(-0.3, 0.3, n_views) * det_shape[0]], axis=1
+        )
+        K = np.zeros((n_views, 3, 3))
+        K[:, 0, 0], K[:, 1, 1], K[:, 2, 2] = focal / du, focal / dv, 1.0
+        K[:, 0, 2], K[:, 1, 2] = principal[:, 0], principal[:, 1]
+        extrinsic = np.concatenate([rotation, -np.einsum("nij,nj->ni", rotation, camera)[:, :, None]], axis=2)
+        scale = rng.uniform(0.1, 10.0, size=n_views) * rng.choice([-1.0, 1.0], size=n_views)
+        P = scale[:, None, None] * np.einsum("nij,njk->nik", K, extrinsic)
+        return ko.ConeBeam3D.from_projection_matrices(P, det_shape, (dv, du))
+    raise ValueError(f"unknown 3D geometry kind {kind!r}")

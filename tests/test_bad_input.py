@@ -79,7 +79,7 @@ def test_volume_must_be_a_volume(volume):
 
 @pytest.mark.parametrize("geometry", [PARALLEL.to_vectors(), "parallel", None], ids=["vectors", "str", "None"])
 def test_geometry_must_be_a_geometry(geometry):
-    with pytest.raises(TypeError, match="geometry must be a ParallelBeam2D or FanBeam2D"):
+    with pytest.raises(TypeError, match="geometry must be a ParallelBeam2D, FanBeam2D, ParallelBeam3D or ConeBeam3D"):
         ko.RayTransform(VOLUME, geometry)
 
 
@@ -302,3 +302,148 @@ def test_fan_source_level_with_the_volume():
     beside = ko.Volume((64, 64), offset=(0.0, 60.0))  # x in [28, 92], y in [-32, 32]: level with the source
     with pytest.raises(ValueError, match="source of view 0 .* in front of the source"):
         ko.RayTransform(beside, ko.FanBeam2D([0.0], 20.0, 100.0, 13))
+
+
+# --- 3D operators ------------------------------------------------------------------------------------
+
+VOLUME_3D = ko.Volume((5, 6, 7))
+CONE = ko.ConeBeam3D([0.0, 1.0], 50.0, 50.0, (4, 9))
+A3 = ko.RayTransform(VOLUME_3D, CONE)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(), (7,), (6, 7), (7, 6, 5), (5, 6, 8), (4, 6, 7), (2, 5, 7, 6)],
+    ids=["0d", "1d", "2d-slice", "reversed", "wrong-nx", "wrong-nz", "batch-transposed"],
+)
+def test_3d_forward_rejects_a_trailing_shape_that_is_not_the_volume(shape):
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 5, 6, 7\).*got " + re.escape(str(shape))):
+        A3(torch.zeros(shape))
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(4, 9), (2, 9, 4), (3, 4, 9), (2, 4, 8), (2, 5, 9), (1, 1, 4, 9), (9,)],
+    ids=["one-view-2d", "transposed", "wrong-views", "wrong-cols", "wrong-rows", "batch-wrong-views", "1d"],
+)
+def test_3d_adjoint_rejects_a_trailing_shape_that_is_not_the_projections(shape):
+    with pytest.raises(ValueError, match=r"y must have shape \(\.\.\., 2, 4, 9\) \(\(n_views, n_rows, n_cols\)\)"):
+        A3.T(torch.zeros(shape))
+
+
+def test_2d_volume_with_a_3d_geometry():
+    with pytest.raises(ValueError, match="volume is 2D but geometry is 3D"):
+        ko.RayTransform(VOLUME, CONE)
+    with pytest.raises(ValueError, match="volume is 2D but geometry is 3D"):
+        ko.RayTransform(VOLUME, ko.ParallelBeam3D([0.0], (3, 13)))
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.int64, torch.int32, torch.uint8, torch.bool, torch.complex64, torch.float16, torch.bfloat16]
+)
+def test_3d_forward_and_adjoint_reject_non_float32_64_dtypes(dtype):
+    with pytest.raises(TypeError, match=f"x must be float32 or float64, got {dtype}"):
+        A3(torch.zeros(VOLUME_3D.shape, dtype=dtype))
+    with pytest.raises(TypeError, match=f"y must be float32 or float64, got {dtype}"):
+        A3.T(torch.zeros(CONE.shape, dtype=dtype))
+
+
+@pytest.mark.parametrize("value", [np.zeros((5, 6, 7)), 1.0, None], ids=["ndarray", "float", "None"])
+def test_3d_forward_rejects_non_tensors(value):
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        A3(value)
+    with pytest.raises(TypeError, match="y must be a torch.Tensor"):
+        A3.T(value)
+
+
+def test_3d_device_mismatch_names_the_device():
+    """A tensor on another device than the operator's frames (meta stands in for a GPU here; with CUDA
+    present, tests/test_cuda.py covers real devices)."""
+    with pytest.raises(ValueError, match=r"x is on meta .* tables are on cpu.*\.to\('meta'\)"):
+        A3(torch.zeros(VOLUME_3D.shape, device="meta"))
+    with pytest.raises(ValueError, match=r"y is on meta .* tables are on cpu"):
+        A3.T(torch.zeros(CONE.shape, device="meta"))
+    with pytest.raises(ValueError, match=r"x is on meta"):
+        A3(torch.zeros(VOLUME_3D.shape, device="meta"), views=[1])
+
+
+@pytest.mark.parametrize("detector", ["flat", "curved"])
+def test_cone_source_inside_the_volume(detector):
+    """A 64^3 mm cube has a half-diagonal of 55 mm (45 mm in the xy-plane): a source 40 mm from the axis
+    enters it at 45 degrees; one 20 mm away is inside at every angle."""
+    volume = ko.Volume((64, 64, 64))
+    circular = ko.ConeBeam3D(ko.uniform_angles(8, 2 * math.pi), 40.0, 100.0, (5, 13), detector=detector)
+    with pytest.raises(ValueError, match=r"source of view 1 .* lies inside the volume.*increase source_distance"):
+        ko.RayTransform(volume, circular)
+    with pytest.raises(ValueError, match=r"source of view 0 at \(0, -20, 0\) mm .* inside the volume"):
+        ko.RayTransform(volume, ko.ConeBeam3D([0.0], 20.0, 100.0, (5, 13), detector=detector))
+    helical = ko.ConeBeam3D(ko.uniform_angles(8, 4 * math.pi), 20.0, 100.0, (5, 13), detector=detector, pitch=30.0)
+    with pytest.raises(ValueError, match="source of view 0 .* inside the volume"):
+        ko.RayTransform(volume, helical)
+    # Given as vectors: the source at (5, 3, -7), the detector beyond it.
+    vectors = [[5.0, 3.0, -7.0, 5.0, 103.0, -7.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0]]
+    with pytest.raises(ValueError, match="source of view 0 .* inside the volume"):
+        ko.RayTransform(volume, ko.ConeBeam3D.from_vectors(vectors, (5, 13), detector=detector))
+    # An off-centre volume moved onto the source.
+    with pytest.raises(ValueError, match="inside the volume"):
+        ko.RayTransform(ko.Volume((10, 10, 10), offset=(0.0, -100.0, 0.0)), ko.ConeBeam3D([0.0], 100.0, 100.0, (5, 13)))
+
+
+def test_cone_source_level_with_the_volume():
+    """A volume beside the source (outside it, but partly behind the plane through the source parallel to the
+    detector) is rejected; moved in front of that plane it is accepted."""
+    geometry = ko.ConeBeam3D([0.0], 20.0, 100.0, (5, 13))  # source at (0, -20, 0), looking along +y
+    ko.RayTransform(ko.Volume((8, 64, 64), offset=(0.0, 30.0, 0.0)), geometry)  # y in [-2, 62]: in front
+    with pytest.raises(ValueError, match="source of view 0 .* in front of the source"):
+        ko.RayTransform(ko.Volume((8, 64, 64), offset=(0.0, 0.0, 60.0)), geometry)  # y in [-32, 32], x in [28, 92]
+    with pytest.raises(ValueError, match="source of view 0 .* in front of the source"):  # above the source, level in y
+        ko.RayTransform(ko.Volume((8, 8, 8), offset=(60.0, -20.0, 0.0)), geometry)
+
+
+def test_3d_empty_views():
+    with pytest.raises(ValueError, match="views must not be empty"):
+        A3(torch.zeros(VOLUME_3D.shape), views=[])
+    with pytest.raises(ValueError, match="views must not be empty"):
+        A3.T(torch.zeros((0, 4, 9)), views=[])
+    with pytest.raises(ValueError, match="angles must not be empty"):
+        ko.ConeBeam3D([], 50.0, 50.0, (4, 9))
+    with pytest.raises(ValueError, match="angles must not be empty"):
+        ko.ParallelBeam3D(np.zeros(0), (4, 9))
+    with pytest.raises(ValueError, match="vectors must not be empty"):
+        ko.ConeBeam3D.from_vectors(np.zeros((0, 12)), (4, 9))
+    with pytest.raises(ValueError, match="vectors must not be empty"):
+        ko.ParallelBeam3D.from_vectors(np.zeros((0, 12)), (4, 9))
+    with pytest.raises(ValueError, match="P must not be empty"):
+        ko.ConeBeam3D.from_projection_matrices(np.zeros((0, 3, 4)), (4, 9), 1.0)
+
+
+def test_3d_registered_ops_reject_inconsistent_arguments():
+    frames = A3._frames
+    volume = torch.zeros(1, 5, 6, 7, dtype=torch.float64)
+    proj = torch.zeros(1, 2, 4, 9, dtype=torch.float64)
+    ops3d = torch.ops.known_ops
+    with pytest.raises(RuntimeError, match="frames must be float64"):
+        ops3d.joseph3d_forward(volume, frames.float(), 4, 9)
+    with pytest.raises(RuntimeError, match=r"frames must have shape \(n_views, 44\)"):
+        ops3d.joseph3d_forward(volume, frames[:, :39], 4, 9)
+    with pytest.raises(RuntimeError, match=r"frames were built for another detector shape than \(5, 11\)"):
+        ops3d.joseph3d_forward(volume, frames, 5, 11)
+    with pytest.raises(RuntimeError, match=r"volume must have shape \(batch, nz, ny, nx\)"):
+        ops3d.joseph3d_forward(volume[0], frames, 4, 9)
+    with pytest.raises(RuntimeError, match="volume must be float32 or float64"):
+        ops3d.joseph3d_forward(volume.half(), frames, 4, 9)
+    with pytest.raises(RuntimeError, match="frames were built for another volume shape"):
+        ops3d.joseph3d_forward(torch.zeros(1, 5, 7, 6, dtype=torch.float64), frames, 4, 9)
+    with pytest.raises(RuntimeError, match="detector size must be positive"):
+        ops3d.joseph3d_forward(volume, frames, 0, 9)
+    for adjoint in (ops3d.joseph3d_adjoint, ops3d.joseph3d_adjoint_gather):
+        with pytest.raises(RuntimeError, match="projections have 3 views but frames 2"):
+            adjoint(torch.zeros(1, 3, 4, 9, dtype=torch.float64), frames, 5, 6, 7)
+        with pytest.raises(RuntimeError, match=r"projections must have shape \(batch, n_views, n_rows, n_cols\)"):
+            adjoint(proj[0], frames, 5, 6, 7)
+        with pytest.raises(RuntimeError, match="volume size must be positive"):
+            adjoint(proj, frames, 0, 6, 7)
+        with pytest.raises(RuntimeError, match="frames were built for another volume shape"):
+            adjoint(proj, frames, 5, 6, 8)
+        with pytest.raises(RuntimeError, match=r"frames were built for another detector shape than \(5, 11\)"):
+            adjoint(torch.zeros(1, 2, 5, 11, dtype=torch.float64), frames, 5, 6, 7)
