@@ -1,11 +1,12 @@
-"""Speed of known_ops' 2D ray transforms against peers, on the same problems in the same run.
+"""Speed of known_ops' ray transforms (2D and 3D cone beam) against peers, on the same problems in the same run.
 
 Usage (from the repository root)::
 
-    python benchmarks/operators.py                     # cases a (single + batch 16), c, e on the CPU
+    python benchmarks/operators.py                     # cases a (single + batch 16), c, e, f on the CPU
     python benchmarks/operators.py --quick             # fewer repeats, cases a and e only
     python benchmarks/operators.py --cases a,e --peers ours,astra-linear
-    python benchmarks/operators.py --device cuda       # cases a256, g256, c; ours and grid_sample on the GPU
+    python benchmarks/operators.py --cases f --quick --peers ours,mbirjax
+    python benchmarks/operators.py --device cuda       # cases a256, g256, c, g; ours and grid_sample on the GPU
 
 Cases (issue 2):
   a1    parallel, 256x256 pixels of 1 mm, 256 bins of 1 mm, 180 views over pi, one image
@@ -15,22 +16,35 @@ Cases (issue 2):
   c     parallel, 512x512 pixels of 1 mm, 725 bins of 1 mm, 720 views over pi, one image
   e     fan, flat detector, 256x256 pixels of 1 mm, 256 bins of 2 mm, 360 views over 2 pi,
         source 500 mm from the isocentre, detector 1000 mm from the source
+  f     cone, flat detector, 128^3 voxels of 1 mm, 128x128 detector pixels of 2 mm, 180 views
+        over 2 pi, source 500 mm from the isocentre, detector 1000 mm from the source, one volume
+  g     (GPU only) as f with 256^3 voxels, a 256x256 detector of 2 mm and 256 views
   ``--cases a`` means a1 and a16.
 
 Methods (each skipped with the reason recorded when it is not installed or does not
 apply): ours (known_ops.RayTransform, Joseph), ASTRA CPU ``linear``, ``line``, ``strip``
 (parallel) and ``line_fanflat`` (fan), scikit-image ``radon`` / ``iradon(filter_name=None)``
 (parallel), mirtorch's ``CT`` (Siddon), mbirjax's ``ParallelBeamModel`` (and its
-``ConeBeamModel`` with one detector row for the fan case), and ``grid_sample``: a
-pure-PyTorch rotate-and-sum baseline (benchmarks/_grid_sample.py).
+``ConeBeamModel`` with one detector row for the fan case, with all rows for the cone
+cases), diffct's cone ``Projector`` (cone cases; on the CPU it runs its portable PyTorch
+backend, timed on 4 of the views and scaled to all of them), ``astra-cone`` (listed as
+skipped: ASTRA's 3D projectors are CUDA only), and ``grid_sample``: a pure-PyTorch
+rotate-and-sum baseline, bilinear in 2D, trilinear along the cone rays in 3D
+(benchmarks/_grid_sample.py). The 3D peers' geometry is checked against ours on the
+case's own geometry: the relative L2 difference of their projections of an off-centre
+cube is printed and recorded (``geometry_rel_diff``).
 
 Definitions (the same for every method, so the rates are comparable):
   ray samples per image = n_views x det_count x nx
       (samples per ray = nx, the number of image columns: Joseph's method takes one
       sample per column, or per row, crossed; on a square image that is nx for every
       ray. The count measures the problem, not each method's own work.)
+  ray samples per volume (cone cases) = the sum over the views x rows x cols rays of
+      Joseph's samples on each: one per slice of the ray's major axis at which its
+      bilinear taps touch the volume, counted from the geometry (rays that miss count 0)
   ray samples per second = ray samples per image / time per image
-  time per image = median time of one call on the whole batch / batch size
+  time per image = median time of one call on the whole batch / batch size (an image is
+      one volume in the cone cases)
       (peers without a batch API are called image by image inside the timed call)
   speed-up = peer's time per image / ours, for the same case and operation
       (> 1: ours is faster)
@@ -40,11 +54,13 @@ Only the projection is timed: operators, projector ids, JIT compilation and
 input conversion are prepared beforehand. On CUDA, CUDA events bracket each call.
 Results go to benchmarks/results/operators.{json,md} (``--output-dir``, ``--name``).
 A full CPU run takes about 20 minutes on 2 cores, most of it in the slow peers on case c
-(mirtorch recomputes its 6 GB intersection plan on every call there); ``--quick`` about 5.
+(mirtorch recomputes its 6 GB intersection plan on every call there), plus a few for case f;
+``--quick`` about 5; ``--cases f --quick`` about 3.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import importlib.metadata
 import multiprocessing
@@ -58,7 +74,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _grid_sample import GridSampleProjector  # noqa: E402
+from _grid_sample import GridSampleConeProjector, GridSampleProjector  # noqa: E402
 from _timing import machine_info, measure  # noqa: E402
 
 import known_ops as ko  # noqa: E402
@@ -71,27 +87,42 @@ RESULTS = Path(__file__).resolve().parent / "results"
 class Case:
     name: str
     title: str
-    beam: str  # "parallel" or "fan"
-    size: int  # square image, ny = nx
+    beam: str  # "parallel", "fan" or "cone"
+    size: int  # square image, ny = nx (cone: a cube, nz = ny = nx)
     n_views: int
     angle_range: float
-    det_count: int
-    det_spacing: float
+    det_count: int  # detector bins (cone: columns)
+    det_spacing: float  # mm (cone: rows and columns alike)
     batch: int
     pixel: float = 1.0
     source_distance: float | None = None  # source to isocentre (mm)
     detector_distance: float | None = None  # isocentre to detector (mm)
+    det_rows: int = 0  # cone: detector rows
+    gpu_only: bool = False  # too large for the CPU peers: run with --device cuda
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return (self.size, self.size)
+    def ndim(self) -> int:
+        return 3 if self.beam == "cone" else 2
 
     @property
-    def samples_per_ray(self) -> int:
-        return self.size  # nx
+    def shape(self) -> tuple[int, ...]:
+        return (self.size,) * self.ndim
+
+    @property
+    def det_shape(self) -> tuple[int, ...]:
+        return (self.det_rows, self.det_count) if self.ndim == 3 else (self.det_count,)
+
+    @property
+    def samples_per_ray(self) -> float:
+        """nx in 2D; in 3D the mean of Joseph's count over all rays (those that miss included)."""
+        if self.ndim == 2:
+            return self.size
+        return self.samples_per_image / (self.n_views * self.det_rows * self.det_count)
 
     @property
     def samples_per_image(self) -> int:
+        if self.ndim == 3:
+            return joseph_samples_3d(self)
         return self.n_views * self.det_count * self.samples_per_ray
 
     def angles(self) -> np.ndarray:
@@ -100,11 +131,55 @@ class Case:
     def volume(self) -> ko.Volume:
         return ko.Volume(shape=self.shape, spacing=self.pixel)
 
-    def geometry(self):
+    def geometry(self, views=None):
+        """The case's geometry; ``views`` (indices) keeps only those views."""
+        angles = self.angles() if views is None else self.angles()[views]
         if self.beam == "parallel":
-            return ko.ParallelBeam2D(self.angles(), self.det_count, det_spacing=self.det_spacing)
-        return ko.FanBeam2D(self.angles(), self.source_distance, self.detector_distance, self.det_count,
-                            det_spacing=self.det_spacing, detector="flat")
+            return ko.ParallelBeam2D(angles, self.det_count, det_spacing=self.det_spacing)
+        if self.beam == "fan":
+            return ko.FanBeam2D(angles, self.source_distance, self.detector_distance, self.det_count,
+                                det_spacing=self.det_spacing, detector="flat")
+        return ko.ConeBeam3D(angles, self.source_distance, self.detector_distance, det_shape=self.det_shape,
+                             det_spacing=self.det_spacing, detector="flat")
+
+
+@functools.lru_cache(maxsize=None)
+def joseph_samples_3d(case: Case) -> int:
+    """Ray samples of Joseph's method on a cone case: for every ray (views x rows x cols), the number
+    of slices of its major axis (the axis of largest |direction| in index units) at which the sample's
+    bilinear taps touch the volume, i.e. both minor coordinates lie in (-1, n) voxels. Rays that miss
+    the volume count 0."""
+    n = np.array(case.shape, dtype=np.float64)  # (nz, ny, nx): index axes k, i, j
+    spacing = np.full(3, case.pixel)
+    rows, cols = case.det_shape
+    r = np.arange(rows) - (rows - 1) / 2
+    c = np.arange(cols) - (cols - 1) / 2
+    total = 0
+    for vec in case.geometry().to_vectors():  # cone_vec rows: source, detector centre, u, v, in (x, y, z)
+        s, d, u, v = vec[0:3], vec[3:6], vec[6:9], vec[9:12]
+        pixels = d + c[None, :, None] * u + r[:, None, None] * v  # (rows, cols, 3) in (x, y, z)
+        origin = s[::-1] / spacing + (n - 1) / 2  # the source in index units, (k, i, j)
+        direction = ((pixels - s)[..., ::-1] / spacing).reshape(-1, 3)
+        a = np.abs(direction)
+        major = np.where((a[:, 2] >= a[:, 1]) & (a[:, 2] >= a[:, 0]), 2, np.where(a[:, 1] >= a[:, 0], 1, 0))
+        for m in range(3):
+            dm = direction[major == m]
+            if not len(dm):
+                continue
+            first = np.zeros(len(dm))
+            last = np.full(len(dm), n[m] - 1)
+            for b in (ax for ax in range(3) if ax != m):
+                beta = dm[:, b] / dm[:, m]  # minor coordinate = alpha + beta * major index
+                alpha = origin[b] - origin[m] * beta
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    lo, hi = (-1.0 - alpha) / beta, (n[b] - alpha) / beta
+                lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)
+                flat = beta == 0
+                inside = (alpha > -1.0) & (alpha < n[b])
+                first = np.maximum(first, np.where(flat, np.where(inside, 0, np.inf), np.floor(lo) + 1))
+                last = np.minimum(last, np.where(flat, np.where(inside, n[m] - 1, -np.inf), np.ceil(hi) - 1))
+            total += int(np.maximum(last - first + 1, 0).sum())
+    return total
 
 
 def _parallel_a(name, title, batch, n_views=180):
@@ -122,10 +197,16 @@ CASES = {
         Case("e", "(e) fan 256x256, 256 bins of 2 mm, 360 views over 2 pi, source 500 mm, detector 1000 mm "
              "from the source", "fan", 256, 360, 2 * math.pi, 256, 2.0, 1, source_distance=500.0,
              detector_distance=500.0),
+        Case("f", "(f) cone 128^3 voxels of 1 mm, 128x128 detector of 2 mm, 180 views over 2 pi, source 500 mm, "
+             "detector 1000 mm from the source, one volume", "cone", 128, 180, 2 * math.pi, 128, 2.0, 1,
+             source_distance=500.0, detector_distance=500.0, det_rows=128),
+        Case("g", "(g, GPU) cone 256^3 voxels of 1 mm, 256x256 detector of 2 mm, 256 views over 2 pi, source 500 mm, "
+             "detector 1000 mm from the source, one volume", "cone", 256, 256, 2 * math.pi, 256, 2.0, 1,
+             source_distance=500.0, detector_distance=500.0, det_rows=256, gpu_only=True),
     )
 }
 CASE_GROUPS = {"a": ("a1", "a16")}
-DEFAULT_CASES = {"cpu": "a,c,e", "cuda": "a256,g256,c"}
+DEFAULT_CASES = {"cpu": "a,c,e,f", "cuda": "a256,g256,c,g"}
 QUICK_CASES = {"cpu": "a,e", "cuda": "a256"}
 
 
@@ -142,14 +223,39 @@ def parse_cases(text: str) -> list[Case]:
 
 def make_data(case: Case, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """float32 test data: images (B, ny, nx), zero outside the inscribed circle (scikit-image's
-    ``circle=True`` requires it), and projections (B, n_views, det_count)."""
+    ``circle=True`` requires it), and projections (B, n_views, det_count); in 3D volumes
+    (B, nz, ny, nx), zero outside the inscribed cylinder, and projections (B, n_views, rows, cols)."""
     rng = np.random.default_rng(seed)
     n = case.size
     c = np.arange(n) - (n - 1) / 2
     disk = (c[:, None] ** 2 + c[None, :] ** 2) <= (n / 2) ** 2
-    x = (rng.random((case.batch, n, n), dtype=np.float32) * disk).astype(np.float32)
-    y = rng.random((case.batch, case.n_views, case.det_count), dtype=np.float32)
+    x = rng.random((case.batch, *case.shape), dtype=np.float32)
+    x *= disk
+    y = rng.random((case.batch, case.n_views, *case.det_shape), dtype=np.float32)
     return x, y
+
+
+def offcentre_cube(case: Case) -> np.ndarray:
+    """A cube of ones, an eighth of the volume's width on a side, away from the centre on every
+    axis and inside the cone's field of view: (nz, ny, nx), float32. For geometry checks."""
+    n = case.size
+    x = np.zeros(case.shape, dtype=np.float32)
+    a, w = n // 8, n // 8
+    x[n // 2 + a // 2:n // 2 + a // 2 + w, n // 2 - 2 * a:n // 2 - 2 * a + w, n // 2 + a:n // 2 + a + w] = 1.0
+    return x
+
+
+def ours_projection(case: Case, volume: np.ndarray, device: str = "cpu", geometry=None) -> np.ndarray:
+    """Our forward projection of one volume on the case's geometry (or ``geometry``), as a numpy array."""
+    op = ko.RayTransform(case.volume(), case.geometry() if geometry is None else geometry).to(device)
+    with torch.no_grad():
+        return op(torch.from_numpy(volume).to(device)).cpu().numpy()
+
+
+def rel_diff(a, b) -> float:
+    """||a - b|| / ||b||, in float64."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
 # --------------------------------------------------------------------------- methods
@@ -168,6 +274,8 @@ class Prepared:
     note: str = ""
     close: object = None
     warmup: int = 0  # a method's own minimum number of warm-up calls
+    scale: float = 1.0  # the measured times are multiplied by this (a peer timed on a subset of the views)
+    geometry_rel_diff: float | None = None  # ||peer(cube) - ours(cube)|| / ||ours(cube)|| (3D peers)
 
 
 def _no_grad(fn):
@@ -195,6 +303,21 @@ def build_ours(case: Case, x: np.ndarray, y: np.ndarray, device: str) -> Prepare
 
 def build_grid_sample(case: Case, x: np.ndarray, y: np.ndarray, device: str) -> Prepared:
     max_elements = 2**28 if device != "cpu" else 2**25
+    if case.ndim == 3:
+        proj = GridSampleConeProjector(case.shape, (case.pixel,) * 3, case.geometry().to_vectors(), case.det_shape,
+                                       device=device, max_elements=max_elements, batch=case.batch)
+        cube = offcentre_cube(case)
+        with torch.no_grad():
+            agreement = rel_diff(proj.forward(torch.from_numpy(cube).to(device)[None])[0].cpu(),
+                                 ours_projection(case, cube, device))
+        print(f"  {'grid_sample':<20} geometry check: rel. L2 difference to ours on an off-centre cube "
+              f"{agreement:.2%}", flush=True)
+        xt = torch.from_numpy(x).to(device)
+        yt = torch.from_numpy(y).to(device)
+        return Prepared(_no_grad(lambda: proj.forward(xt)), _no_grad(lambda: proj.adjoint(yt)),
+                        note=f"trilinear grid_sample, {proj.n_samples} samples per ray, {proj.n_chunks} view "
+                        f"chunks, grids built in each call; geometry check vs ours: {agreement:.2%}",
+                        geometry_rel_diff=agreement)
     proj = GridSampleProjector(case.shape, (case.pixel, case.pixel), case.geometry().to_vectors(), case.det_count,
                                case.beam == "fan", device=device, max_elements=max_elements, batch=case.batch)
     xt = torch.from_numpy(x).to(device)
@@ -206,6 +329,8 @@ def build_grid_sample(case: Case, x: np.ndarray, y: np.ndarray, device: str) -> 
 def build_astra(projector: str):
     def build(case: Case, x: np.ndarray, y: np.ndarray, device: str) -> Prepared:
         _cpu_only(device, "ASTRA's CPU projector")
+        if case.ndim == 3:
+            raise NotApplicable(f"ASTRA '{projector}' is a 2D projector")
         fan_projector = projector.endswith("_fanflat")
         if fan_projector != (case.beam == "fan"):
             raise NotApplicable(f"ASTRA '{projector}' is a {'fan' if fan_projector else 'parallel'}-beam projector")
@@ -262,6 +387,15 @@ def build_astra(projector: str):
     return build
 
 
+def build_astra_cone(case: Case, x: np.ndarray, y: np.ndarray, device: str) -> Prepared:
+    if case.ndim != 3:
+        raise NotApplicable("a 3D projector")
+    if device == "cpu":
+        raise Skip("ASTRA has no CPU 3D projector: its cone-beam projectors (FP3D_CUDA/BP3D_CUDA) run on CUDA only")
+    raise Skip("ASTRA's CUDA cone-beam projector is not wired into this benchmark (compare against its published "
+               "figures)")
+
+
 def build_skimage(case: Case, x: np.ndarray, y: np.ndarray, device: str) -> Prepared:
     _cpu_only(device, "scikit-image")
     if case.beam != "parallel":
@@ -295,6 +429,8 @@ def build_skimage(case: Case, x: np.ndarray, y: np.ndarray, device: str) -> Prep
 
 
 def build_mirtorch(case: Case, x: np.ndarray, y: np.ndarray, device: str) -> Prepared:
+    if case.ndim == 3:
+        raise NotApplicable("mirtorch's CT is 2D only")
     try:
         from mirtorch.linear import CT
     except ImportError as e:
@@ -328,6 +464,8 @@ def build_mbirjax(case: Case, x: np.ndarray, y: np.ndarray, device: str) -> Prep
         import mbirjax as mj  # before jax, so that mbirjax can set up one JAX device per core
     except ImportError as e:
         raise Skip(f"mbirjax is not installed ({e})")
+    if case.ndim == 3:
+        return _build_mbirjax_cone(mj, case, x, y)
     sino_shape = (case.n_views, case.batch, case.det_count)  # (views, detector rows = slices, channels)
     if case.beam == "parallel":
         model = mj.ParallelBeamModel(sino_shape, case.angles())
@@ -345,6 +483,78 @@ def build_mbirjax(case: Case, x: np.ndarray, y: np.ndarray, device: str) -> Prep
                     note=f"mbirjax {note}, batch as slices, use_ror_mask=False")
 
 
+def _build_mbirjax_cone(mj, case: Case, x: np.ndarray, y: np.ndarray) -> Prepared:
+    """mbirjax's ConeBeamModel on a cone case. Its recon is (rows, cols, slices) with rows along -y
+    (its y_tilde = (row - (ny-1)/2) * voxel is our -y, with the same angles and the source at +y of
+    its rotated frame), cols along x and slices along z; its sinogram is (views, detector rows,
+    channels), as ours. So a volume (nz, ny, nx) of ours is ``x.transpose(1, 2, 0)[::-1]`` there."""
+    if case.batch != 1:
+        raise NotApplicable("mbirjax's cone model projects one volume")
+    model = mj.ConeBeamModel((case.n_views, *case.det_shape), case.angles(),
+                             source_detector_dist=case.source_distance + case.detector_distance,
+                             source_iso_dist=case.source_distance)
+    model.set_params(recon_shape=(case.size, case.size, case.size), delta_voxel=case.pixel,
+                     delta_det_channel=case.det_spacing, delta_det_row=case.det_spacing, use_ror_mask=False,
+                     verbose=0)
+
+    def to_mbir(volume):  # (nz, ny, nx) -> (rows = -y, cols = x, slices = z)
+        return np.ascontiguousarray(volume.transpose(1, 2, 0)[::-1])
+
+    # The geometry check: the same off-centre cube through both (this also compiles mbirjax's projector).
+    cube = offcentre_cube(case)
+    agreement = rel_diff(np.asarray(model.forward_project(to_mbir(cube))), ours_projection(case, cube))
+    print(f"  {'mbirjax':<20} geometry check: rel. L2 difference to ours on an off-centre cube {agreement:.2%}",
+          flush=True)
+    recon = to_mbir(x[0])
+    sino = np.ascontiguousarray(y[0])
+    return Prepared(lambda: np.asarray(model.forward_project(recon)), lambda: np.asarray(model.back_project(sino)),
+                    note=f"mbirjax ConeBeamModel, use_ror_mask=False; geometry check vs ours: {agreement:.2%}",
+                    geometry_rel_diff=agreement)
+
+
+DIFFCT_CPU_VIEWS = 4  # diffct's CPU (portable PyTorch) path takes ~5 s per view on case f: time a few views
+
+
+def build_diffct(case: Case, x: np.ndarray, y: np.ndarray, device: str) -> Prepared:
+    if case.ndim != 3:
+        raise NotApplicable("benchmarked on the cone cases only")
+    try:
+        import diffct
+    except Exception as e:  # ImportError, or numba's own errors
+        raise Skip(f"diffct is not importable ({type(e).__name__}: {e})")
+    # On the CPU, time a few views spread over the scan and scale to all: a circular scan's views cost alike.
+    if device == "cpu" and case.n_views > DIFFCT_CPU_VIEWS:
+        step = case.n_views // DIFFCT_CPU_VIEWS
+        views = np.arange(DIFFCT_CPU_VIEWS) * step + step // 3
+    else:
+        views = np.arange(case.n_views)
+    geo = case.geometry(views)
+    vec = torch.as_tensor(geo.to_vectors(), dtype=torch.float32, device=device)
+    src, det, u, v = vec[:, 0:3], vec[:, 3:6], vec[:, 6:9], vec[:, 9:12]
+    # The same frame as ours (centred volume (D, H, W) = (z, y, x)); its cone sinograms are (views, U, V).
+    trajectory = (src, det, u / u.norm(dim=1, keepdim=True), v / v.norm(dim=1, keepdim=True))
+    try:
+        proj = diffct.Projector(trajectory, case.shape, (case.det_count, case.det_rows), beam="cone",
+                                detector_spacing=(case.det_spacing, case.det_spacing), voxel_spacing=case.pixel)
+    except RuntimeError as e:
+        raise Skip(f"diffct cannot run here ({e})")
+    cube = offcentre_cube(case)
+    with torch.no_grad():
+        agreement = rel_diff(proj.project(torch.from_numpy(cube).to(device)).transpose(-1, -2).cpu(),
+                             ours_projection(case, cube, device, geo))
+    print(f"  {'diffct':<20} geometry check: rel. L2 difference to ours on an off-centre cube {agreement:.2%} "
+          f"({len(views)} views)", flush=True)
+    xt = torch.from_numpy(x[0]).to(device)
+    yt = torch.from_numpy(np.ascontiguousarray(y[0, views].transpose(0, 2, 1))).to(device)
+    subset = len(views) < case.n_views
+    return Prepared(_no_grad(lambda: proj.project(xt)), _no_grad(lambda: proj.backproject(yt)),
+                    note=f"diffct {importlib.metadata.version('diffct')} Projector(beam='cone'), backend "
+                    f"{proj.backend!r}, precision {proj.precision!r}"
+                    + (f"; timed on {len(views)} of {case.n_views} views, time scaled by "
+                       f"{case.n_views / len(views):g}" if subset else ""),
+                    scale=case.n_views / len(views), geometry_rel_diff=agreement)
+
+
 METHODS = {
     "ours": build_ours,
     "astra-linear": build_astra("linear"),
@@ -354,11 +564,13 @@ METHODS = {
     "skimage": build_skimage,
     "mirtorch": build_mirtorch,
     "mbirjax": build_mbirjax,
+    "diffct": build_diffct,
+    "astra-cone": build_astra_cone,
     "grid_sample": build_grid_sample,
 }
-TORCH_METHODS = ("ours", "grid_sample", "mirtorch")  # the methods that run on --device; the others use the CPU
+TORCH_METHODS = ("ours", "grid_sample", "mirtorch", "diffct")  # run on --device; the others use the CPU
 DISTRIBUTIONS = {"astra": "astra-toolbox", "skimage": "scikit-image", "mirtorch": "MIRTorch", "mbirjax": "mbirjax",
-                 "jax": "jax", "numpy": "numpy", "scipy": "scipy"}
+                 "jax": "jax", "diffct": "diffct", "numba": "numba", "numpy": "numpy", "scipy": "scipy"}
 
 
 def versions() -> dict:
@@ -401,12 +613,17 @@ def measure_method(case: Case, name: str, device: str, repeats: int, warmup: int
             rows.append({**base, "op": op, "status": "failed", "reason": f"{type(e).__name__}: {e}"})
             print(f"  {name:<20} {op:<8} failed: {type(e).__name__}: {e}", flush=True)
             continue
-        per_image = t.median_ms / case.batch
-        rows.append({**base, "op": op, "status": "ok", "note": prepared.note, "ms": t.median_ms,
-                     "ms_per_image": per_image, "min_ms": t.min_ms, "repeats": t.repeats,
-                     "times_ms": [round(v, 4) for v in t.times_ms],
+        k = prepared.scale
+        per_image = t.median_ms * k / case.batch
+        rows.append({**base, "op": op, "status": "ok", "note": prepared.note, "ms": t.median_ms * k,
+                     "ms_per_image": per_image, "min_ms": t.min_ms * k, "repeats": t.repeats,
+                     "times_ms": [round(v * k, 4) for v in t.times_ms],
                      "samples_per_s": case.samples_per_image / (per_image / 1e3),
                      "images_per_s": 1e3 / per_image})
+        if k != 1.0:
+            rows[-1]["time_scale"] = k
+        if prepared.geometry_rel_diff is not None:
+            rows[-1]["geometry_rel_diff"] = prepared.geometry_rel_diff
         print(f"  {name:<20} {op:<8} {per_image:10.3f} ms/image  "
               f"{rows[-1]['samples_per_s']:.3e} samples/s  ({t.repeats} repeats)", flush=True)
     if prepared.close is not None:
@@ -445,11 +662,12 @@ def _ok(rows, case, method, op):
     return None
 
 
-ASTRA_TARGETS = (  # (case, peer, minimum speed-up of ours)
+PEER_TARGETS = (  # (case, peer, minimum speed-up of ours)
     ("a1", "astra-linear", 5.0),
     ("c", "astra-linear", 5.0),
     ("a16", "astra-linear", 8.0),
     ("e", "astra-line_fanflat", 5.0),
+    ("f", "mbirjax", 8.0),
 )
 
 
@@ -458,7 +676,7 @@ def check_targets(rows: list[dict], cases: list[Case], device: str) -> list[dict
     out = []
     if device == "cpu":
         run = {c.name for c in cases}
-        for case, peer, factor in (t for t in ASTRA_TARGETS if t[0] in run):
+        for case, peer, factor in (t for t in PEER_TARGETS if t[0] in run):
             for op in ("forward", "adjoint"):
                 r = _ok(rows, case, peer, op)
                 sp = r.get("speedup") if r else None
@@ -515,18 +733,38 @@ def case_table(case: Case, rows: list[dict], images_per_s: bool = False):
                 continue
             cells += [_fmt(r["ms_per_image"], ".4g"), _fmt(r["samples_per_s"], ".3e")]
             cells += [_fmt(r["images_per_s"], ".4g")] if images_per_s else []
-            cells += [_fmt(r.get("speedup"), ".2f") + ("x" if r.get("speedup") is not None else "")]
+            target = next((f for c, m, f in PEER_TARGETS if (c, m) == (case.name, method)), None)
+            cells += [_fmt(r.get("speedup"), ".2f") + ("x" if r.get("speedup") is not None else "")
+                      + (f" (target: >= {target:g}x)" if target is not None else "")]
         body.append(cells)
+        scale = next((r["time_scale"] for r in mine if r["status"] == "ok" and r.get("time_scale")), None)
+        if scale is not None:
+            notes.append(f"{method}: {next(r['note'] for r in mine if r['status'] == 'ok')}")
+        geo = next((r["geometry_rel_diff"] for r in mine if "geometry_rel_diff" in r), None)
+        if geo is not None:
+            notes.append(f"{method}: geometry check, relative L2 difference of its projection of an off-centre "
+                         f"cube to ours: {geo:.2%}")
     return header, body, notes
+
+
+def samples_text(case: Case) -> str:
+    """How the case's ray samples are counted."""
+    if case.ndim == 2:
+        return f"{case.samples_per_image:.3e} ray samples per image (views x bins x nx)."
+    n_rays = case.n_views * case.det_rows * case.det_count
+    return (f"{case.samples_per_image:.3e} ray samples per volume: Joseph's count over the {n_rays:.3e} rays "
+            f"(views x rows x cols), one sample per slice of a ray's major axis at which it touches the volume, "
+            f"{case.samples_per_ray:.1f} per ray on average (views x rows x cols x {case.size} would be "
+            f"{n_rays * case.size:.3e}).")
 
 
 def print_report(cases, rows, targets, info):
     print(f"\n{info['cpu_model']}, {info['torch_threads']} torch threads, torch {info['torch']}, "
           f"device {info['device']}" + (f" ({info['gpu']})" if "gpu" in info else ""))
-    print("ray samples = views x bins x nx; speed-up = peer time / ours (per image)")
+    print("ray samples = views x bins x nx (2D), Joseph's count (3D); speed-up = peer time / ours (per image)")
     for case in cases:
         header, body, notes = case_table(case, rows, images_per_s=info["device"] != "cpu")
-        print(f"\n{case.name}: {case.title}  [{case.samples_per_image:.3e} ray samples per image]")
+        print(f"\n{case.name}: {case.title}\n  [{samples_text(case)}]")
         widths = [max(len(str(c)) for c in col) for col in zip(header, *body)]
         for line in [header] + body:
             print("  " + "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in
@@ -547,18 +785,20 @@ def markdown(cases, rows, targets, info, settings) -> str:
              "", f"Command: `{settings['command']}`" + (" (quick run: few repeats)" if settings["quick"] else ""),
              "",
              "float32. Time per image = median of the repeats (after warm-up) of one call on the whole batch, "
-             "divided by the batch size. Ray samples per image = views x detector bins x nx (one sample per "
-             "image column, as Joseph's method takes on a square image); the same count is used for every "
-             "method. Speed-up = the method's time per image / ours (> 1: ours is faster).", ""]
+             "divided by the batch size (an image is one volume in 3D). Ray samples per image = views x detector "
+             "bins x nx in 2D (one sample per image column, as Joseph's method takes on a square image); in 3D, "
+             "Joseph's count: one sample per slice of each ray's major axis inside the volume, summed over the "
+             "views x rows x cols rays. The same count is used for every method. Speed-up = the method's time per "
+             "image / ours (> 1: ours is faster).", ""]
     for case in cases:
         header, body, notes = case_table(case, rows, images_per_s=info["device"] != "cpu")
-        lines += [f"## {case.name}: {case.title}", "", f"{case.samples_per_image:.3e} ray samples per image.", "",
+        lines += [f"## {case.name}: {case.title}", "", samples_text(case), "",
                   "| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
         lines += ["| " + " | ".join(map(str, b)) + " |" for b in body]
         if notes:
             lines += [""] + [f"- {n}" for n in notes]
         lines.append("")
-    lines += ["## Targets (issue 2)", "", "| target | value | met |", "|---|---:|---|"]
+    lines += ["## Targets", "", "| target | value | met |", "|---|---:|---|"]
     for t in targets:
         state = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         lines.append(f"| {t['target']} | {_fmt(t['value'], '.3g')} | {state} |")
@@ -568,7 +808,7 @@ def markdown(cases, rows, targets, info, settings) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", help="comma-separated cases: a (= a1,a16), a1, a16, a256, g256, c, e "
+    p.add_argument("--cases", help="comma-separated cases: a (= a1,a16), a1, a16, a256, g256, c, e, f, g (GPU) "
                    f"(default: {DEFAULT_CASES['cpu']} on the CPU, {DEFAULT_CASES['cuda']} on CUDA)")
     p.add_argument("--peers", default=None, help=f"comma-separated methods (default: all): {','.join(METHODS)}")
     p.add_argument("--device", default="cpu", help="device for ours (and the torch peers): cpu or cuda")
@@ -593,6 +833,8 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = parse_cases(args.cases or (QUICK_CASES if args.quick else DEFAULT_CASES)[device])
+    if device == "cpu" and any(c.gpu_only for c in cases):
+        raise SystemExit(f"case(s) {[c.name for c in cases if c.gpu_only]} are for the GPU: add --device cuda")
     methods = list(METHODS) if args.peers is None else [m.strip() for m in args.peers.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -628,13 +870,19 @@ def main(argv=None):
         "machine": info,
         "settings": settings,
         "definitions": {
-            "ray_samples_per_image": "n_views * det_count * nx (samples per ray = nx, image columns; "
-                                     "Joseph's count on a square image; the same for every method)",
+            "ray_samples_per_image": "2D: n_views * det_count * nx (samples per ray = nx, image columns; "
+                                     "Joseph's count on a square image); 3D (cone): the sum over the "
+                                     "n_views * rows * cols rays of the slices of each ray's major axis at "
+                                     "which Joseph's bilinear taps touch the volume; the same for every method",
+            "geometry_rel_diff": "3D peers: ||peer(cube) - ours(cube)|| / ||ours(cube)|| for an off-centre cube "
+                                 "on the case's geometry",
+            "time_scale": "a peer timed on a subset of the views: its times are multiplied by this",
             "ms_per_image": "median over repeats of one call on the whole batch, divided by the batch size",
             "samples_per_s": "ray_samples_per_image / (ms_per_image / 1000)",
             "speedup": "method's ms_per_image / ours (> 1 means ours is faster)",
         },
-        "cases": {c.name: {**asdict(c), "samples_per_image": c.samples_per_image} for c in cases},
+        "cases": {c.name: {**asdict(c), "samples_per_image": c.samples_per_image, "samples_per_ray": c.samples_per_ray}
+                  for c in cases},
         "measurements": rows,
         "targets": targets,
     }
