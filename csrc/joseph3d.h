@@ -68,6 +68,16 @@ KO_HD double dot(Vec3 a, Vec3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
 KO_HD Vec3 cross(Vec3 a, Vec3 b) { return Vec3{a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x}; }
 KO_HD double norm(Vec3 a) { return sqrt(dot(a, a)); }
 
+// Element a (0, 1 or 2) of a 3-array, by selects: indexing a thread's array
+// with a run-time index would put it in (slow) local memory on the GPU.
+template <typename X>
+KO_HD X pick3(const X* v, int a) {
+  return a == 0 ? v[0] : (a == 1 ? v[1] : v[2]);
+}
+// The minor axes b < c of a ray with major axis `major` (array order).
+KO_HD constexpr int minor_b(int major) { return major == 0 ? 1 : 0; }
+KO_HD constexpr int minor_c(int major) { return major == 2 ? 1 : 2; }
+
 // Voxel grid: centre of (k, i, j) at x = (j - (nx-1)/2) sx + ox, y = (i - (ny-1)/2) sy + oy,
 // z = (k - (nz-1)/2) sz + oz  (DESIGN.md section 2).  Arrays in index order (z, y, x).
 struct Grid3D {
@@ -192,25 +202,25 @@ KO_HD void make_ray3d(const double* f, int64_t row, int64_t col, double* out) {
   }
   const double ad0 = fabs(dir[0]), ad1 = fabs(dir[1]), ad2 = fabs(dir[2]);
   const int major = (ad2 >= ad1 && ad2 >= ad0) ? 2 : (ad1 >= ad0 ? 1 : 0);
-  const int b = major == 0 ? 1 : 0;  // minor axes b < c
-  const int c = major == 2 ? 1 : 2;
-  const double beta_b = dir[b] / dir[major], beta_c = dir[c] / dir[major];
-  const double alpha_b = o[b] - o[major] * beta_b, alpha_c = o[c] - o[major] * beta_c;
+  const int b = minor_b(major), c = minor_c(major);
+  const double d_major = pick3(dir, major), o_major = pick3(o, major);
+  const double beta_b = pick3(dir, b) / d_major, beta_c = pick3(dir, c) / d_major;
+  const double alpha_b = pick3(o, b) - o_major * beta_b, alpha_c = pick3(o, c) - o_major * beta_c;
   const double len_mm = sqrt(dir[0] * f[kSpacing] * dir[0] * f[kSpacing] +
                              dir[1] * f[kSpacing + 1] * dir[1] * f[kSpacing + 1] +
                              dir[2] * f[kSpacing + 2] * dir[2] * f[kSpacing + 2]);
-  const int64_t n_major = int64_t(f[kShape + major]);
+  const int64_t n_major = int64_t(pick3(f + kShape, major));
   // Samples whose interpolation footprint meets the volume have minor
   // positions in (-1, n); the margin only adds zero-weight samples.
   constexpr double kMargin = 0.01;
   int64_t first_b, last_b, first_c, last_c;
-  clip_march<double>(alpha_b, beta_b, -1.0 - kMargin, f[kShape + b] + kMargin, n_major, &first_b, &last_b);
-  clip_march<double>(alpha_c, beta_c, -1.0 - kMargin, f[kShape + c] + kMargin, n_major, &first_c, &last_c);
+  clip_march<double>(alpha_b, beta_b, -1.0 - kMargin, pick3(f + kShape, b) + kMargin, n_major, &first_b, &last_b);
+  clip_march<double>(alpha_c, beta_c, -1.0 - kMargin, pick3(f + kShape, c) + kMargin, n_major, &first_c, &last_c);
   out[ray3::kAlphaB] = alpha_b;
   out[ray3::kBetaB] = beta_b;
   out[ray3::kAlphaC] = alpha_c;
   out[ray3::kBetaC] = beta_c;
-  out[ray3::kW] = len_mm / fabs(dir[major]);
+  out[ray3::kW] = len_mm / fabs(d_major);
   out[ray3::kMajor] = double(major);
   out[ray3::kFirst] = double(first_b > first_c ? first_b : first_c);
   out[ray3::kLast] = double(last_b < last_c ? last_b : last_c);
@@ -226,51 +236,61 @@ KO_HD void make_ray3d_as(const double* f, int64_t row, int64_t col, T* out) {
 
 // One sample of a ray, at major index m: the four bilinear taps.  Every
 // kernel computes positions and weights with this function, so the forward
-// and its transposes use bitwise the same numbers on one device.
-template <typename T>
+// and its transposes use bitwise the same numbers on one device.  I is the
+// integer type of the indices (int64_t, or int32_t where the GPU knows the
+// volume is small enough; the values, hence the weights, are the same).
+template <typename T, typename I>
 struct Taps {
-  int64_t p, q;  // lower tap indices along the minor axes b and c
-  T wb, wc;      // weights of the upper taps (p + 1, q + 1); the lower ones get 1 - wb, 1 - wc
+  I p, q;    // lower tap indices along the minor axes b and c
+  T wb, wc;  // weights of the upper taps (p + 1, q + 1); the lower ones get 1 - wb, 1 - wc
 };
 // Positions are > -2 inside a ray's [first, last], so the lower tap is found
 // by truncating position + 2 (a conversion instead of a floor, which is a
 // library call on x86-64 without SSE4.1).  Rounding of position + 2 can give a
 // weight a hair outside [0, 1]; every kernel shares it, so the pair stays
 // matched.
-template <typename T>
-KO_HD Taps<T> taps_at(const T* ray, int64_t m) {
+template <typename T, typename I>
+KO_HD Taps<T, I> taps_at(const T* ray, I m) {
   const T pb = ray[ray3::kAlphaB] + ray[ray3::kBetaB] * T(m);
   const T pc = ray[ray3::kAlphaC] + ray[ray3::kBetaC] * T(m);
-  const int64_t ib = int64_t(pb + T(2)) - 2, ic = int64_t(pc + T(2)) - 2;
-  return Taps<T>{ib, ic, pb - T(ib), pc - T(ic)};
+  const I ib = I(pb + T(2)) - 2, ic = I(pc + T(2)) - 2;
+  return Taps<T, I>{ib, ic, pb - T(ib), pc - T(ic)};
 }
 
 // Weight of voxel (p, q) of the minor plane in the sample t (0 when outside its 2x2 footprint).
-template <typename T>
-KO_HD T tap_weight(const Taps<T>& t, int64_t p, int64_t q) {
-  const int64_t dp = p - t.p, dq = q - t.q;
+template <typename T, typename I>
+KO_HD T tap_weight(const Taps<T, I>& t, I p, I q) {
+  const I dp = p - t.p, dq = q - t.q;
   if (dp < 0 || dp > 1 || dq < 0 || dq > 1) return T(0);
   return (dp ? t.wb : T(1) - t.wb) * (dq ? t.wc : T(1) - t.wc);
 }
 
-// Strides and sizes of the major and minor axes of a ray, for a contiguous (nz, ny, nx) volume.
+// Sizes and strides of the major and minor axes of a ray in a volume whose
+// index axes (k, i, j) have the memory strides `stride` (contiguous
+// (nz, ny, nx): {ny nx, nx, 1}).
+template <typename I = int64_t>
 struct Axes3 {
-  int64_t n_b, n_c, stride_m, stride_b, stride_c;
+  I n_b, n_c, stride_m, stride_b, stride_c;
 };
-KO_HD Axes3 axes_of(int major, const int64_t* n) {
+template <typename I = int64_t>
+KO_HD Axes3<I> axes_of(int major, const int64_t* n, const int64_t* stride) {
+  const int b = minor_b(major), c = minor_c(major);
+  return Axes3<I>{I(pick3(n, b)), I(pick3(n, c)), I(pick3(stride, major)), I(pick3(stride, b)), I(pick3(stride, c))};
+}
+// ... for a contiguous (nz, ny, nx) volume.
+template <typename I = int64_t>
+KO_HD Axes3<I> axes_of(int major, const int64_t* n) {
   const int64_t stride[3] = {n[1] * n[2], n[2], 1};
-  const int b = major == 0 ? 1 : 0;
-  const int c = major == 2 ? 1 : 2;
-  return Axes3{n[b], n[c], stride[major], stride[b], stride[c]};
+  return axes_of<I>(major, n, stride);
 }
 
 // Forward sum along one ray over major indices [m0, m1].
-template <typename T>
-KO_HD T march3d(const T* vol, const Axes3& ax, const T* ray, int64_t m0, int64_t m1) {
+template <typename T, typename I>
+KO_HD T march3d(const T* vol, const Axes3<I>& ax, const T* ray, I m0, I m1) {
   T acc = T(0);
-  for (int64_t m = m0; m <= m1; ++m) {
-    const Taps<T> t = taps_at(ray, m);
-    const int64_t base = m * ax.stride_m + t.p * ax.stride_b + t.q * ax.stride_c;
+  for (I m = m0; m <= m1; ++m) {
+    const Taps<T, I> t = taps_at(ray, m);
+    const I base = m * ax.stride_m + t.p * ax.stride_b + t.q * ax.stride_c;
     const T lb = T(1) - t.wb, lc = T(1) - t.wc;
     if (t.p >= 0 && t.p + 1 < ax.n_b && t.q >= 0 && t.q + 1 < ax.n_c) {
       acc += lb * (lc * vol[base] + t.wc * vol[base + ax.stride_c]) +
@@ -290,13 +310,12 @@ KO_HD T march3d(const T* vol, const Axes3& ax, const T* ray, int64_t m0, int64_t
 // Transpose of march3d: adds value * weight to every tap, restricted to the
 // voxels whose minor-b index lies in [b_lo, b_hi) (the CPU's slab of slices;
 // pass 0, n_b for no restriction).
-template <typename T>
-KO_HD void scatter3d(T* vol, const Axes3& ax, const T* ray, int64_t m0, int64_t m1, T value, int64_t b_lo,
-                     int64_t b_hi) {
+template <typename T, typename I>
+KO_HD void scatter3d(T* vol, const Axes3<I>& ax, const T* ray, I m0, I m1, T value, I b_lo, I b_hi) {
   const T wv = value * ray[ray3::kW];
-  for (int64_t m = m0; m <= m1; ++m) {
-    const Taps<T> t = taps_at(ray, m);
-    const int64_t base = m * ax.stride_m + t.p * ax.stride_b + t.q * ax.stride_c;
+  for (I m = m0; m <= m1; ++m) {
+    const Taps<T, I> t = taps_at(ray, m);
+    const I base = m * ax.stride_m + t.p * ax.stride_b + t.q * ax.stride_c;
     const T lb = T(1) - t.wb, lc = T(1) - t.wc;
     const bool p0 = t.p >= b_lo && t.p < b_hi, p1 = t.p + 1 >= b_lo && t.p + 1 < b_hi;
     const bool q0 = t.q >= 0 && t.q < ax.n_c, q1 = t.q + 1 >= 0 && t.q + 1 < ax.n_c;
@@ -325,12 +344,15 @@ KO_HD void detector_position(const T* map_col, const T* map_row, const T* map_de
 // distance from the axis between min n_den (> 0 in front of the source) and
 // its maximum at the vertices (a norm is convex).  Every point must lie in
 // front of the source (the Python layer checks the volume).
-template <typename T>
-KO_HD void detector_box(const T* f, const T (*pts)[3], int n_pts, T* col_lo, T* col_hi, T* row_lo, T* row_hi) {
+template <int N, typename T>
+KO_HD void detector_box(const T* f, const T (&pts)[N][3], T* col_lo, T* col_hi, T* row_lo, T* row_hi) {
   using namespace frame3;
   const bool curved = f[kColScale] != T(0);
   T clo = T(0), chi = T(0), rlo = T(0), rhi = T(0), den_lo = T(0), dist_hi = T(0);
-  for (int q = 0; q < n_pts; ++q) {
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int q = 0; q < N; ++q) {
     T nc, nr, nd;
     detector_position(f + kMapCol, f + kMapRow, f + kMapDen, pts[q][0], pts[q][1], pts[q][2], &nc, &nr, &nd);
     T col, row;
@@ -379,6 +401,39 @@ KO_HD void index_range(T lo, T hi, int64_t n, int64_t* first, int64_t* last) {
   *last = b >= double(n - 1) ? n - 1 : int64_t(floor(b));
 }
 
+// The part of gather_view3d for the view's rays of one major axis (a
+// compile-time constant, so that every array index below is one too).
+template <int MAJOR, typename T>
+KO_HD T gather_pass3d(const T* f, const T* rays, const T* proj, int64_t n_rows, int64_t n_cols, const int32_t (&idx)[3]) {
+  constexpr int b = minor_b(MAJOR), c = minor_c(MAJOR);
+  T pts[4][3];
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+  for (int q = 0; q < 4; ++q) {
+    pts[q][MAJOR] = T(idx[MAJOR]);
+    pts[q][b] = T(idx[b] + ((q & 1) ? 1 : -1));
+    pts[q][c] = T(idx[c] + ((q & 2) ? 1 : -1));
+  }
+  T clo, chi, rlo, rhi;
+  detector_box(f, pts, &clo, &chi, &rlo, &rhi);
+  int64_t c0, c1, r0, r1;
+  index_range(clo, chi, n_cols, &c0, &c1);
+  index_range(rlo, rhi, n_rows, &r0, &r1);
+  const int32_t m = idx[MAJOR];
+  T acc = T(0);
+  for (int64_t row = r0; row <= r1; ++row) {
+    for (int64_t col = c0; col <= c1; ++col) {
+      const T* ray = rays + (row * n_cols + col) * RAY3_FIELDS;
+      if (int(ray[ray3::kMajor]) != MAJOR) continue;
+      if (T(m) < ray[ray3::kFirst] || T(m) > ray[ray3::kLast]) continue;
+      const T w = tap_weight(taps_at(ray, m), idx[b], idx[c]);
+      if (w != T(0)) acc += ray[ray3::kW] * w * proj[row * n_cols + col];
+    }
+  }
+  return acc;
+}
+
 // Adjoint of one view at voxel (k, i, j), gathered from the view's projection
 // `proj` (n_rows x n_cols) with its ray table `rays` (n_rows x n_cols x
 // RAY3_FIELDS): the sum over the view's rays of (weight of the ray at the
@@ -388,34 +443,11 @@ KO_HD void index_range(T lo, T hi, int64_t n, int64_t* first, int64_t* last) {
 template <typename T>
 KO_HD T gather_view3d(const T* f, const T* rays, const T* proj, int64_t n_rows, int64_t n_cols, int majors, int64_t k,
                       int64_t i, int64_t j) {
-  const int64_t idx[3] = {k, i, j};
+  const int32_t idx[3] = {int32_t(k), int32_t(i), int32_t(j)};
   T acc = T(0);
-  for (int major = 0; major < 3; ++major) {
-    if (!(majors & (1 << major))) continue;
-    const int b = major == 0 ? 1 : 0;
-    const int c = major == 2 ? 1 : 2;
-    T pts[4][3];
-    for (int q = 0; q < 4; ++q) {
-      pts[q][major] = T(idx[major]);
-      pts[q][b] = T(idx[b] + ((q & 1) ? 1 : -1));
-      pts[q][c] = T(idx[c] + ((q & 2) ? 1 : -1));
-    }
-    T clo, chi, rlo, rhi;
-    detector_box(f, pts, 4, &clo, &chi, &rlo, &rhi);
-    int64_t c0, c1, r0, r1;
-    index_range(clo, chi, n_cols, &c0, &c1);
-    index_range(rlo, rhi, n_rows, &r0, &r1);
-    for (int64_t row = r0; row <= r1; ++row) {
-      for (int64_t col = c0; col <= c1; ++col) {
-        const T* ray = rays + (row * n_cols + col) * RAY3_FIELDS;
-        if (int(ray[ray3::kMajor]) != major) continue;
-        const int64_t m = idx[major];
-        if (T(m) < ray[ray3::kFirst] || T(m) > ray[ray3::kLast]) continue;
-        const T w = tap_weight(taps_at(ray, m), idx[b], idx[c]);
-        if (w != T(0)) acc += ray[ray3::kW] * w * proj[row * n_cols + col];
-      }
-    }
-  }
+  if (majors & 1) acc += gather_pass3d<0>(f, rays, proj, n_rows, n_cols, idx);
+  if (majors & 2) acc += gather_pass3d<1>(f, rays, proj, n_rows, n_cols, idx);
+  if (majors & 4) acc += gather_pass3d<2>(f, rays, proj, n_rows, n_cols, idx);
   return acc;
 }
 

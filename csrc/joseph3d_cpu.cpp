@@ -51,7 +51,7 @@ namespace avx2 {
 // that covers the rounding of alpha + beta m in float32.  Depends on the ray
 // alone, so each sample takes the same (SIMD or checked) path in every kernel.
 template <typename T>
-void interior_range(const T* ray, const Axes3& ax, int64_t n_major, int64_t* i0, int64_t* i1) {
+void interior_range(const T* ray, const Axes3<>& ax, int64_t n_major, int64_t* i0, int64_t* i1) {
   int64_t f0, f1, g0, g1;
   const double ab = ray[ray3::kAlphaB], bb = ray[ray3::kBetaB], ac = ray[ray3::kAlphaC], bc = ray[ray3::kBetaC];
   const double eps_b = 1e-5 * (1.0 + std::abs(ab) + std::abs(bb) * n_major + ax.n_b);
@@ -65,7 +65,7 @@ void interior_range(const T* ray, const Axes3& ax, int64_t n_major, int64_t* i0,
 // Sum along a ray over [m0, m1] (weighted by w): the interior with the SIMD
 // (or portable) loop, the ends with the checked loop.
 template <typename T>
-T ray_sum(bool simd, const T* vol, const Axes3& ax, const T* ray, int64_t n_major, int64_t m0, int64_t m1) {
+T ray_sum(bool simd, const T* vol, const Axes3<>& ax, const T* ray, int64_t n_major, int64_t m0, int64_t m1) {
   if (m0 > m1) return T(0);
   int64_t i0, i1;
   interior_range(ray, ax, n_major, &i0, &i1);
@@ -82,7 +82,7 @@ T ray_sum(bool simd, const T* vol, const Axes3& ax, const T* ray, int64_t n_majo
 // SIMD loop depends on the ray alone, never on the slab, so every sample's
 // weights are the same whatever the slabs (bitwise thread-count independence).
 template <typename T>
-void ray_scatter(bool simd, T* vol, const Axes3& ax, const T* ray, int64_t n_major, int64_t m0, int64_t m1, T value,
+void ray_scatter(bool simd, T* vol, const Axes3<>& ax, const T* ray, int64_t n_major, int64_t m0, int64_t m1, T value,
                  int64_t b_lo, int64_t b_hi) {
   if (m0 > m1) return;
   int64_t i0, i1;
@@ -114,7 +114,7 @@ void forward3d_impl(const T* vol, const double* frames, T* out, int64_t batch, i
       for (int64_t col = 0; col < n_cols; ++col) {
         make_ray3d_as(f, row, col, ray);
         const int major = int(ray[ray3::kMajor]);
-        const Axes3 ax = axes_of(major, n);
+        const Axes3<> ax = axes_of(major, n);
         const int64_t m0 = int64_t(ray[ray3::kFirst]), m1 = int64_t(ray[ray3::kLast]);
         for (int64_t b = 0; b < batch; ++b)
           out[b * proj_size + t * n_cols + col] = ray_sum(simd, vol + b * vol_size, ax, ray, n[major], m0, m1);
@@ -155,7 +155,7 @@ void adjoint3d_impl(const T* proj, const double* frames, T* out, int64_t batch, 
       for (int64_t v = 0; v < n_views; ++v) {
         const double* f = frames + v * FRAME3_FIELDS;
         T clo, chi, rlo, rhi;
-        detector_box(frames_t.data() + v * FRAME3_FIELDS, corners, 8, &clo, &chi, &rlo, &rhi);
+        detector_box(frames_t.data() + v * FRAME3_FIELDS, corners, &clo, &chi, &rlo, &rhi);
         int64_t c0, c1, r0, r1;
         index_range(clo, chi, n_cols, &c0, &c1);
         index_range(rlo, rhi, n_rows, &r0, &r1);
@@ -163,7 +163,7 @@ void adjoint3d_impl(const T* proj, const double* frames, T* out, int64_t batch, 
           for (int64_t col = c0; col <= c1; ++col) {
             make_ray3d_as(f, row, col, ray);
             const int major = int(ray[ray3::kMajor]);
-            const Axes3 ax = axes_of(major, n);
+            const Axes3<> ax = axes_of(major, n);
             int64_t m0 = int64_t(ray[ray3::kFirst]), m1 = int64_t(ray[ray3::kLast]);
             int64_t b_lo = 0, b_hi = ax.n_b;
             if (major == 0) {  // the ray steps through the slices: keep this slab's

@@ -1,10 +1,12 @@
 // CUDA kernels of the 3D Joseph projector pair, built from the same header
 // math as the CPU loops (joseph3d.h): make_ray3d_as, march3d, gather_view3d.
 //
-// Forward: one thread per detector pixel; the 32 threads of a warp take 32
-// consecutive columns of one detector row of one view (their rays are close,
-// so are their samples).  A thread builds its ray once from the view's frame
-// (staged in shared memory) and marches it through every volume of the batch.
+// Forward: per chunk of views, one kernel writes the ray table (the float64
+// set-up, make_ray3d_as) and one marches every ray, one thread per detector
+// pixel: the 32 threads of a warp take 32 consecutive pixels of a detector
+// row (their rays are close, so are their samples), for every volume of the
+// batch.  x-major rays read a copy of the volume with x and y exchanged, so
+// that a warp's loads are coalesced for every view direction.
 //
 // Adjoint: pixel-driven (gather), one thread per voxel, x fastest: the exact
 // transpose of the forward, without atomics on the volume, hence
@@ -22,8 +24,6 @@ namespace known_ops {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kForwardCols = 32;  // block of the forward: 32 columns (one warp) x 8 rows
-constexpr int kForwardRows = kThreads / kForwardCols;
 constexpr int kViewGroup = 32;    // frames the gather stages in shared memory at a time
 constexpr int64_t kMaxGridX = 2147483647, kMaxGridYZ = 65535;
 
@@ -32,33 +32,37 @@ int64_t blocks_for(int64_t n, int64_t per_block, int64_t limit) {
   return min64((n + per_block - 1) / per_block, limit);
 }
 
-template <typename T>
+// Forward of views [v0, v0 + n_chunk) from their ray table (written by
+// ray_table3d_kernel): one thread per detector pixel, so the kernel holds
+// only the march's registers (the float64 ray set-up runs in the table
+// kernel).  `swapped` (may be null): the same volumes stored with x and y
+// exchanged, (batch, nz, nx, ny); x-major rays read it, so that the 32 rays of
+// a warp, which then differ mostly in y, read neighbouring addresses.  The
+// positions and weights are unchanged (only the strides differ).  I: index
+// type of offsets within one volume.
+template <typename T, typename I>
 __global__ void __launch_bounds__(kThreads)
-    forward3d_kernel(const T* __restrict__ volume, const double* __restrict__ frames, T* __restrict__ out,
-                     int64_t batch, int64_t n_views, int64_t n_rows, int64_t n_cols, int64_t nz, int64_t ny,
-                     int64_t nx) {
-  __shared__ double frame[FRAME3_FIELDS];
-  const int tid = threadIdx.y * blockDim.x + threadIdx.x;
+    forward3d_kernel(const T* __restrict__ volume, const T* __restrict__ swapped, const T* __restrict__ rays,
+                     T* __restrict__ out, int64_t batch, int64_t n_views, int64_t v0, int64_t n_chunk, int64_t n_rows,
+                     int64_t n_cols, int64_t nz, int64_t ny, int64_t nx) {
   const int64_t n[3] = {nz, ny, nx};
+  const int64_t stride[3] = {ny * nx, nx, 1};
+  const int64_t stride_swapped[3] = {ny * nx, 1, ny};
   const int64_t vol_size = nz * ny * nx, view_size = n_rows * n_cols, proj_size = n_views * view_size;
-  for (int64_t col0 = int64_t(blockIdx.x) * blockDim.x; col0 < n_cols; col0 += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t col = col0 + threadIdx.x;
-    for (int64_t v = blockIdx.z; v < n_views; v += gridDim.z) {
-      __syncthreads();  // every thread is done with the previous frame
-      if (tid < FRAME3_FIELDS) frame[tid] = __ldg(frames + v * FRAME3_FIELDS + tid);
-      __syncthreads();
-      if (col >= n_cols) continue;
-      for (int64_t row = int64_t(blockIdx.y) * blockDim.y + threadIdx.y; row < n_rows;
-           row += int64_t(gridDim.y) * blockDim.y) {
-        T ray[RAY3_FIELDS];
-        make_ray3d_as<T>(frame, row, col, ray);
-        const Axes3 ax = axes_of(int(ray[ray3::kMajor]), n);
-        const int64_t m0 = int64_t(ray[ray3::kFirst]), m1 = int64_t(ray[ray3::kLast]);
-        T* o = out + v * view_size + row * n_cols + col;
-        for (int64_t b = 0; b < batch; ++b)
-          o[b * proj_size] = m0 <= m1 ? march3d(volume + b * vol_size, ax, ray, m0, m1) : T(0);
-      }
-    }
+  const int64_t n_rays = n_chunk * view_size;
+  for (int64_t r = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; r < n_rays; r += int64_t(gridDim.x) * blockDim.x) {
+    T ray[RAY3_FIELDS];
+#pragma unroll
+    for (int q = 0; q < RAY3_FIELDS; ++q) ray[q] = __ldg(rays + r * RAY3_FIELDS + q);
+    const int major = int(ray[ray3::kMajor]);
+    const bool use_swapped = swapped != nullptr && major == 2;
+    // (two calls rather than a pointer select: keeps the stride arrays in registers)
+    const Axes3<I> ax = use_swapped ? axes_of<I>(major, n, stride_swapped) : axes_of<I>(major, n, stride);
+    const T* src = use_swapped ? swapped : volume;
+    const I m0 = I(ray[ray3::kFirst]), m1 = I(ray[ray3::kLast]);
+    T* o = out + v0 * view_size + r;
+    for (int64_t b = 0; b < batch; ++b)
+      o[b * proj_size] = m0 <= m1 ? march3d(src + b * vol_size, ax, ray, m0, m1) : T(0);
   }
 }
 
@@ -131,15 +135,34 @@ __global__ void __launch_bounds__(kThreads)
 }  // namespace
 
 template <typename T>
-cudaError_t joseph3d_forward_cuda(const T* volume, const double* frames, T* out, int64_t batch, int64_t n_views,
-                                  int64_t n_rows, int64_t n_cols, int64_t nz, int64_t ny, int64_t nx,
-                                  cudaStream_t stream) {
-  if (batch == 0 || n_views == 0 || n_rows == 0 || n_cols == 0) return cudaSuccess;
-  const dim3 grid(unsigned(blocks_for(n_cols, kForwardCols, kMaxGridX)),
-                  unsigned(blocks_for(n_rows, kForwardRows, kMaxGridYZ)), unsigned(min64(n_views, kMaxGridYZ)));
-  const dim3 block(kForwardCols, kForwardRows);
-  forward3d_kernel<T><<<grid, block, 0, stream>>>(volume, frames, out, batch, n_views, n_rows, n_cols, nz, ny, nx);
-  return cudaGetLastError();
+cudaError_t joseph3d_forward_cuda(const T* volume, const T* swapped, const double* frames, T* out, int64_t batch,
+                                  int64_t n_views, int64_t n_rows, int64_t n_cols, int64_t nz, int64_t ny, int64_t nx,
+                                  int64_t chunk_views, T* rays, int* majors, cudaStream_t stream) {
+  const int64_t view_size = n_rows * n_cols;
+  if (batch == 0 || n_views == 0 || view_size == 0) return cudaSuccess;
+  if (chunk_views < 1) return cudaErrorInvalidValue;
+  // 32-bit offsets within one volume when they fit (faster index arithmetic
+  // and conversions on the GPU; the same values as 64-bit ones).
+  const bool small = nz * ny * nx < (int64_t(1) << 31);
+  for (int64_t v0 = 0; v0 < n_views; v0 += chunk_views) {
+    const int64_t n_chunk = min64(chunk_views, n_views - v0);
+    cudaError_t err = cudaMemsetAsync(majors, 0, sizeof(int) * n_chunk, stream);
+    if (err != cudaSuccess) return err;
+    const dim3 table_grid(unsigned(blocks_for(view_size, kThreads, kMaxGridX)), unsigned(min64(n_chunk, kMaxGridYZ)));
+    ray_table3d_kernel<T><<<table_grid, kThreads, 0, stream>>>(frames, rays, majors, v0, n_chunk, n_rows, n_cols);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+    const unsigned grid = unsigned(blocks_for(n_chunk * view_size, kThreads, kMaxGridX));
+    if (small)
+      forward3d_kernel<T, int32_t><<<grid, kThreads, 0, stream>>>(volume, swapped, rays, out, batch, n_views, v0,
+                                                                  n_chunk, n_rows, n_cols, nz, ny, nx);
+    else
+      forward3d_kernel<T, int64_t><<<grid, kThreads, 0, stream>>>(volume, swapped, rays, out, batch, n_views, v0,
+                                                                  n_chunk, n_rows, n_cols, nz, ny, nx);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  return cudaSuccess;
 }
 
 template <typename T>
@@ -168,10 +191,12 @@ cudaError_t joseph3d_adjoint_cuda(const T* proj, const double* frames, const T* 
   return cudaSuccess;
 }
 
-template cudaError_t joseph3d_forward_cuda<float>(const float*, const double*, float*, int64_t, int64_t, int64_t,
-                                                  int64_t, int64_t, int64_t, int64_t, cudaStream_t);
-template cudaError_t joseph3d_forward_cuda<double>(const double*, const double*, double*, int64_t, int64_t, int64_t,
-                                                   int64_t, int64_t, int64_t, int64_t, cudaStream_t);
+template cudaError_t joseph3d_forward_cuda<float>(const float*, const float*, const double*, float*, int64_t, int64_t,
+                                                  int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*, int*,
+                                                  cudaStream_t);
+template cudaError_t joseph3d_forward_cuda<double>(const double*, const double*, const double*, double*, int64_t,
+                                                   int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                                   double*, int*, cudaStream_t);
 template cudaError_t joseph3d_adjoint_cuda<float>(const float*, const double*, const float*, float*, int64_t, int64_t,
                                                   int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float*, int*,
                                                   cudaStream_t);

@@ -10,12 +10,15 @@ namespace known_ops {
 
 // volume (batch, nz, ny, nx), frames (n_views, FRAME3_FIELDS) float64 on the device
 //   -> out (batch, n_views, n_rows, n_cols).
-// Each thread builds the ray of one detector pixel from its view's frame and
-// marches it through every volume of the batch.
+// Views in chunks of `chunk_views`, with the workspace of one chunk as for
+// the adjoint below (`rays`, `majors`): the chunk's ray table is written, then
+// each ray is marched through every volume of the batch.  `swapped` (or
+// null): the same volumes with x and y exchanged, (batch, nz, nx, ny), read by
+// x-major rays for coalesced loads.
 template <typename T>
-cudaError_t joseph3d_forward_cuda(const T* volume, const double* frames, T* out, int64_t batch, int64_t n_views,
-                                  int64_t n_rows, int64_t n_cols, int64_t nz, int64_t ny, int64_t nx,
-                                  cudaStream_t stream);
+cudaError_t joseph3d_forward_cuda(const T* volume, const T* swapped, const double* frames, T* out, int64_t batch,
+                                  int64_t n_views, int64_t n_rows, int64_t n_cols, int64_t nz, int64_t ny, int64_t nx,
+                                  int64_t chunk_views, T* rays, int* majors, cudaStream_t stream);
 
 // proj (batch, n_views, n_rows, n_cols), frames (n_views, FRAME3_FIELDS) float64, frames_t: the same
 // frames in T -> out (batch, nz, ny, nx), the pixel-driven (gather) adjoint.

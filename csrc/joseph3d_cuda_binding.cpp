@@ -1,6 +1,6 @@
 // Torch binding of the 3D Joseph CUDA kernels (compiled only for CUDA builds).
 //
-// The adjoint's workspace (the ray table of a chunk of views) is allocated
+// The kernels' workspace (the ray table of a chunk of views) is allocated
 // here through torch's caching allocator.  Its size is bounded by
 // KNOWN_OPS_CUDA_TABLE_BYTES when that environment variable is set (read at
 // every call), else by min(1 GiB, a quarter of the device's free memory).
@@ -41,6 +41,20 @@ int64_t table_budget_bytes() {
   return quarter < kDefaultTableBytes ? quarter : kDefaultTableBytes;
 }
 
+// The ray table of a chunk of views (as many views as the budget holds, at
+// least one) and the per-view sets of major axes: the kernels' workspace.
+struct ChunkWorkspace {
+  int64_t chunk_views;
+  at::Tensor rays, majors;
+  ChunkWorkspace(int64_t n_views, int64_t n_rows, int64_t n_cols, const at::TensorOptions& options) {
+    const int64_t view_table_bytes = n_rows * n_cols * RAY3_FIELDS * int64_t(c10::elementSize(options.dtype().toScalarType()));
+    chunk_views = table_budget_bytes() / view_table_bytes;
+    chunk_views = chunk_views < 1 ? 1 : (chunk_views > n_views ? n_views : chunk_views);
+    rays = at::empty({chunk_views, n_rows, n_cols, RAY3_FIELDS}, options);
+    majors = at::empty({chunk_views}, options.dtype(at::kInt));
+  }
+};
+
 at::Tensor joseph3d_forward_cuda_op(const at::Tensor& volume, const at::Tensor& frames, int64_t n_rows,
                                     int64_t n_cols) {
   check_joseph3d_forward_inputs(volume, frames, n_rows, n_cols);
@@ -52,10 +66,15 @@ at::Tensor joseph3d_forward_cuda_op(const at::Tensor& volume, const at::Tensor& 
   auto out = at::empty({batch, n_views, n_rows, n_cols}, vol.options());
   if (out.numel() == 0) return out;
   if (vol.numel() == 0) return out.zero_();
+  // x-major rays read this copy with x and y exchanged (coalesced loads); it
+  // costs one transpose and the input's size in memory.
+  auto swapped = vol.transpose(2, 3).contiguous();
+  ChunkWorkspace ws(n_views, n_rows, n_cols, vol.options());
   AT_DISPATCH_FLOATING_TYPES(vol.scalar_type(), "joseph3d_forward_cuda", [&] {
-    const cudaError_t err = joseph3d_forward_cuda<scalar_t>(vol.data_ptr<scalar_t>(), fr.data_ptr<double>(),
-                                                            out.data_ptr<scalar_t>(), batch, n_views, n_rows, n_cols,
-                                                            nz, ny, nx, c10::cuda::getCurrentCUDAStream());
+    const cudaError_t err = joseph3d_forward_cuda<scalar_t>(
+        vol.data_ptr<scalar_t>(), swapped.data_ptr<scalar_t>(), fr.data_ptr<double>(), out.data_ptr<scalar_t>(), batch,
+        n_views, n_rows, n_cols, nz, ny, nx, ws.chunk_views, ws.rays.data_ptr<scalar_t>(), ws.majors.data_ptr<int>(),
+        c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "joseph3d_forward: CUDA launch failed: ", cudaGetErrorString(err));
   });
   return out;
@@ -71,17 +90,12 @@ at::Tensor joseph3d_adjoint_cuda_op(const at::Tensor& proj, const at::Tensor& fr
   const int64_t batch = p.size(0), n_views = p.size(1), n_rows = p.size(2), n_cols = p.size(3);
   auto out = at::empty({batch, nz, ny, nx}, p.options());
   if (out.numel() == 0 || p.numel() == 0) return out.zero_();
-  // Views per chunk: as many ray tables as the budget holds, at least one.
-  const int64_t view_table_bytes = n_rows * n_cols * RAY3_FIELDS * int64_t(p.element_size());
-  int64_t chunk_views = table_budget_bytes() / view_table_bytes;
-  chunk_views = chunk_views < 1 ? 1 : (chunk_views > n_views ? n_views : chunk_views);
-  auto rays = at::empty({chunk_views, n_rows, n_cols, RAY3_FIELDS}, p.options());
-  auto majors = at::empty({chunk_views}, p.options().dtype(at::kInt));
+  ChunkWorkspace ws(n_views, n_rows, n_cols, p.options());
   auto frames_t = fr.to(p.scalar_type()).contiguous();  // the detector boxes are computed in the data's precision
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "joseph3d_adjoint_cuda", [&] {
     const cudaError_t err = joseph3d_adjoint_cuda<scalar_t>(
         p.data_ptr<scalar_t>(), fr.data_ptr<double>(), frames_t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), batch,
-        n_views, n_rows, n_cols, nz, ny, nx, chunk_views, rays.data_ptr<scalar_t>(), majors.data_ptr<int>(),
+        n_views, n_rows, n_cols, nz, ny, nx, ws.chunk_views, ws.rays.data_ptr<scalar_t>(), ws.majors.data_ptr<int>(),
         c10::cuda::getCurrentCUDAStream());
     TORCH_CHECK(err == cudaSuccess, "joseph3d_adjoint: CUDA launch failed: ", cudaGetErrorString(err));
   });
