@@ -5,6 +5,9 @@ Conventions (units, axes, geometry vectors) are in docs/conventions.md.
 from . import _ops  # loads the compiled extension first, with a clear error if it is missing
 from .geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3D, Volume, uniform_angles
 from .operators import RayTransform
+from .filters import RampFilter
+from .weights import CosineWeighting, ParkerWeighting, ProjectionWeight, cosine_weights, parker_weights
 
-__all__ = ["Volume", "ParallelBeam2D", "FanBeam2D", "ParallelBeam3D", "ConeBeam3D", "uniform_angles", "RayTransform"]
+__all__ = ["Volume", "ParallelBeam2D", "FanBeam2D", "ParallelBeam3D", "ConeBeam3D", "uniform_angles", "RayTransform",
+           "RampFilter", "ProjectionWeight", "CosineWeighting", "ParkerWeighting", "cosine_weights", "parker_weights"]
 __version__ = "0.1.0"
