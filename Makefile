@@ -22,7 +22,7 @@ PY  := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
 # Needed to build, test and run the demo.
-DEPS := numpy scipy pytest hypothesis expecttest matplotlib ninja setuptools wheel
+DEPS := numpy scipy pytest hypothesis expecttest matplotlib ninja setuptools wheel tqdm
 # Cross-checks that the tests skip (with a reason) when they are missing; installing them may
 # fail on some machines, which is not fatal.
 OPTIONAL_DEPS := astra-toolbox scikit-image

@@ -6,8 +6,9 @@ from . import _ops  # loads the compiled extension first, with a clear error if 
 from .geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3D, Volume, uniform_angles
 from .operators import RayTransform
 from .filters import RampFilter
+from .linalg import operator_norm
 from .weights import CosineWeighting, ParkerWeighting, ProjectionWeight, cosine_weights, parker_weights
 
 __all__ = ["Volume", "ParallelBeam2D", "FanBeam2D", "ParallelBeam3D", "ConeBeam3D", "uniform_angles", "RayTransform",
-           "RampFilter", "ProjectionWeight", "CosineWeighting", "ParkerWeighting", "cosine_weights", "parker_weights"]
+           "RampFilter", "ProjectionWeight", "CosineWeighting", "ParkerWeighting", "cosine_weights", "parker_weights", "operator_norm"]
 __version__ = "0.1.0"

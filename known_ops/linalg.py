@@ -1,0 +1,81 @@
+"""Linear-algebra helpers for operators: the operator norm by power iteration."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+__all__ = ["operator_norm"]
+
+
+def _operator_device(A) -> torch.device:
+    """The device of an operator's tensors (its buffers or parameters); CPU when it has none."""
+    if isinstance(A, torch.nn.Module):
+        for t in A.buffers():
+            return t.device
+        for t in A.parameters():
+            return t.device
+    return torch.device("cpu")
+
+
+def operator_norm(
+    A,
+    n_iter: int = 100,
+    tol: float = 1e-7,
+    seed: int = 0,
+    device=None,
+    dtype: torch.dtype = torch.float64,
+) -> float:
+    """The operator norm ``||A||_2`` (largest singular value) of a linear operator, by power iteration.
+
+    Runs the power method on ``A.T A`` from a random start (``torch.Generator`` seeded with
+    ``seed``, drawn on the CPU, so the result is deterministic on the CPU for a given seed),
+    for at most ``n_iter`` iterations (one ``A`` and one ``A.T`` each), stopping early when the
+    estimate changes by less than ``tol`` relative to its value.
+
+    ``A`` needs ``A(x)``, ``A.T(y)`` and ``A.domain_shape`` (as :class:`known_ops.RayTransform`).
+    The iteration runs on ``device`` (default: the device of ``A``'s buffers) in ``dtype``
+    (default float64, for accuracy whatever the data's type).
+
+    Accuracy: the estimate ``||A x_k||`` with ``||x_k|| = 1`` is a **lower bound** of ``||A||``
+    that converges from below; its relative error after ``k`` iterations decays like
+    ``(s2/s1)^(4k)`` (``s1 > s2`` the two largest singular values; Rayleigh quotient of the
+    symmetric ``A.T A``). Ray transforms have a well separated top singular value (the smooth,
+    non-negative "DC" image), so ``n_iter=100`` gives about 1e-7 relative error in practice (the
+    tests compare with the exact 2-norm of the explicit matrix of small operators); multiply by a
+    safety factor such as 1.01 when the norm bounds a step size.
+    """
+    if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral):
+        raise TypeError(f"n_iter must be a positive integer, got {n_iter!r}")
+    if n_iter < 1:
+        raise ValueError(f"n_iter must be a positive integer, got {n_iter}")
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+        raise TypeError(f"tol must be a non-negative real number, got {tol!r}")
+    if not (math.isfinite(float(tol)) and tol >= 0):
+        raise ValueError(f"tol must be a non-negative finite number, got {tol}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
+    if not (callable(A) and hasattr(A, "T") and hasattr(A, "domain_shape")):
+        raise TypeError(f"A must be a linear operator with A(x), A.T(y) and domain_shape (e.g. a RayTransform), got {type(A).__name__}")
+    device = _operator_device(A) if device is None else torch.device(device)
+
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    x = torch.randn(tuple(A.domain_shape), generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+    with torch.no_grad():
+        x = x / torch.linalg.vector_norm(x)
+        estimate = 0.0
+        for _ in range(int(n_iter)):
+            Ax = A(x)
+            new = float(torch.linalg.vector_norm(Ax))  # ||A x|| with ||x|| = 1
+            if new == 0.0:  # x in the null space (or A = 0): A is zero on a random vector only if A = 0
+                return 0.0
+            z = A.T(Ax)
+            x = z / torch.linalg.vector_norm(z)
+            converged = abs(new - estimate) <= tol * new
+            estimate = new
+            if converged:
+                break
+    return estimate

@@ -1,0 +1,10 @@
+"""recon: reconstruction on top of known_ops.
+
+Iterative methods (Landweber, SIRT, CGLS, TV by PDHG) in :mod:`recon.iterative` and image
+quality metrics (PSNR, SSIM, RMSE) in :mod:`recon.metrics`; see ``docs/reconstruction.md``.
+"""
+from . import metrics
+from .iterative import cgls, landweber, sirt, total_variation, tv_pdhg
+from .metrics import psnr, rmse, ssim
+
+__all__ = ["landweber", "sirt", "cgls", "tv_pdhg", "total_variation", "metrics", "psnr", "ssim", "rmse"]
