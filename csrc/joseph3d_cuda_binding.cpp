@@ -3,7 +3,7 @@
 // The kernels' workspace (the ray table of a chunk of views) is allocated
 // here through torch's caching allocator.  Its size is bounded by
 // KNOWN_OPS_CUDA_TABLE_BYTES when that environment variable is set (read at
-// every call), else by min(1 GiB, a quarter of the device's free memory).
+// every call), else by min(256 MiB, a quarter of the device's free memory).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -20,7 +20,9 @@
 namespace known_ops {
 namespace {
 
-constexpr int64_t kDefaultTableBytes = int64_t(1) << 30;
+// At most 256 MiB of ray table (e.g. 128 views of 256^2 pixels in float32):
+// enough views per chunk that launches are long, small beside the data.
+constexpr int64_t kDefaultTableBytes = int64_t(256) << 20;
 
 // Bytes the adjoint may spend on its ray table.
 int64_t table_budget_bytes() {

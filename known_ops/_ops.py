@@ -80,7 +80,7 @@ def joseph2d_adjoint_gather(sino, rays, views, ny: int, nx: int) -> torch.Tensor
 
 
 def frames_3d(vectors: torch.Tensor, kind: int, det_shape, shape, spacing_offset: list[float]) -> torch.Tensor:
-    """Per-view frames (n_views, 40), float64 on the CPU (csrc/joseph3d.h, frame3)."""
+    """Per-view frames (n_views, 44), float64 on the CPU (csrc/joseph3d.h, frame3)."""
     n_rows, n_cols = det_shape
     nz, ny, nx = shape
     return _ops.joseph3d_frames(vectors, kind, n_rows, n_cols, nz, ny, nx, spacing_offset)
