@@ -401,6 +401,33 @@ KO_HD void index_range(T lo, T hi, int64_t n, int64_t* first, int64_t* last) {
   *last = b >= double(n - 1) ? n - 1 : int64_t(floor(b));
 }
 
+// Copies half a ray table entry (4 values, 16- or 32-byte aligned: entries are
+// RAY3_FIELDS = 8 values and tables start aligned) with vector loads on the
+// GPU, where the gather reads many entries per voxel.
+template <typename T>
+KO_HD void load_half(const T* src, T* dst) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (sizeof(T) == 4) {
+    const float4 v = __ldg(reinterpret_cast<const float4*>(src));
+    dst[0] = v.x;
+    dst[1] = v.y;
+    dst[2] = v.z;
+    dst[3] = v.w;
+    return;
+  } else {
+    const double2 lo = __ldg(reinterpret_cast<const double2*>(src));
+    const double2 hi = __ldg(reinterpret_cast<const double2*>(src) + 1);
+    dst[0] = lo.x;
+    dst[1] = lo.y;
+    dst[2] = hi.x;
+    dst[3] = hi.y;
+    return;
+  }
+#else
+  for (int q = 0; q < 4; ++q) dst[q] = src[q];
+#endif
+}
+
 // The part of gather_view3d for the view's rays of one major axis (a
 // compile-time constant, so that every array index below is one too).
 template <int MAJOR, typename T>
@@ -424,9 +451,12 @@ KO_HD T gather_pass3d(const T* f, const T* rays, const T* proj, int64_t n_rows, 
   T acc = T(0);
   for (int64_t row = r0; row <= r1; ++row) {
     for (int64_t col = c0; col <= c1; ++col) {
-      const T* ray = rays + (row * n_cols + col) * RAY3_FIELDS;
+      const T* entry = rays + (row * n_cols + col) * RAY3_FIELDS;
+      T ray[RAY3_FIELDS];
+      load_half(entry + 4, ray + 4);  // w, major, first, last: enough to reject the ray
       if (int(ray[ray3::kMajor]) != MAJOR) continue;
       if (T(m) < ray[ray3::kFirst] || T(m) > ray[ray3::kLast]) continue;
+      load_half(entry, ray);  // alpha_b, beta_b, alpha_c, beta_c
       const T w = tap_weight(taps_at(ray, m), idx[b], idx[c]);
       if (w != T(0)) acc += ray[ray3::kW] * w * proj[row * n_cols + col];
     }
