@@ -234,6 +234,26 @@ class _PointSource:
         self._set("detector", detector)
         self._set("source_distance", source_distance)  # None when built from vectors
         self._set("detector_distance", detector_distance)
+        if detector == "curved":
+            self._check_arc()
+
+    def _check_arc(self) -> None:
+        """A curved detector's columns must lie within 90 degrees of its centre, seen from the
+        source: a column beyond that would look away from the object, and its ray (a full line)
+        would still cross it, backwards."""
+        v = self._vectors
+        if self.ndim == 2:
+            radius, step, n_cols = _norm(v[:, 2:4] - v[:, 0:2]), _norm(v[:, 4:6]), self.det_count
+        else:
+            radius, step, n_cols = _cylinder_frame(v)[1], _norm(v[:, 6:9]), self.det_shape[1]
+        half_angle = 0.5 * (n_cols - 1) * step / radius
+        if np.any(half_angle >= math.pi / 2):
+            k = int(np.argmax(half_angle))
+            raise ValueError(
+                f"det_spacing: the curved detector spans +-{math.degrees(half_angle[k]):.4g} degrees from its centre "
+                f"(view {k}: {n_cols} columns of {step[k]:.4g} mm at radius {radius[k]:.4g} mm); it must stay within "
+                "+-90 degrees"
+            )
 
     @property
     def _kind(self) -> int:

@@ -447,3 +447,14 @@ def test_3d_registered_ops_reject_inconsistent_arguments():
             adjoint(proj, frames, 5, 6, 8)
         with pytest.raises(RuntimeError, match=r"frames were built for another detector shape than \(5, 11\)"):
             adjoint(torch.zeros(1, 2, 5, 11, dtype=torch.float64), frames, 5, 6, 7)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ko.FanBeam2D([0.0], 100.0, 100.0, det_count=101, det_spacing=7.0, detector="curved"),
+    lambda: ko.ConeBeam3D([0.0], 100.0, 100.0, det_shape=(3, 101), det_spacing=7.0, detector="curved"),
+    lambda: ko.FanBeam2D.from_vectors([[0.0, -100.0, 0.0, 100.0, 7.0, 0.0]], 101, detector="curved"),
+], ids=["fan", "cone", "fan-from-vectors"])
+def test_curved_detector_must_stay_within_90_degrees(make):
+    """Columns beyond 90 degrees from the centre would look away from the object (rays are full lines)."""
+    with pytest.raises(ValueError, match=r"det_spacing: the curved detector spans \+-100\.3 degrees .* within \+-90 degrees"):
+        make()
