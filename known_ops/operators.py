@@ -169,27 +169,37 @@ class RayTransform(nn.Module):
         self.geometry = geometry
         self.model = model
         if volume.ndim == 3:
-            frames = _ops.frames_3d(
-                torch.from_numpy(geometry.to_vectors()),
-                geometry._kind,
-                geometry.det_shape,
-                volume.shape,
-                list(volume.spacing) + list(volume.offset),
-            )
-            self.register_buffer("_frames", frames, persistent=False)  # float64 for every data dtype
-            self.__dict__["_adjoint"] = _Adjoint(self)
-            return
-        sy, sx = volume.spacing
-        oy, ox = volume.offset
-        rays, views = _ops.tables_2d(
-            torch.from_numpy(geometry.to_vectors()), geometry._kind, geometry.det_count, volume.shape, [sy, sx, oy, ox]
+            self._register_frames()
+        else:
+            self._register_tables_2d()
+        self.__dict__["_adjoint"] = _Adjoint(self)  # not a submodule: A and A.T share one set of tables
+
+    def _register_frames(self) -> None:
+        """3D: one frame (float64, whatever the data's dtype) per view; rays are set up from it."""
+        frames = _ops.frames_3d(
+            torch.from_numpy(self.geometry.to_vectors()),
+            self.geometry._kind,
+            self.geometry.det_shape,
+            self.volume.shape,
+            list(self.volume.spacing) + list(self.volume.offset),
         )
-        # The tables in float64 and, computed once here rather than at every call, in float32.
+        self.register_buffer("_frames", frames, persistent=False)
+
+    def _register_tables_2d(self) -> None:
+        """2D: ray and view tables in float64 and, computed once here rather than at every call, in float32."""
+        sy, sx = self.volume.spacing
+        oy, ox = self.volume.offset
+        rays, views = _ops.tables_2d(
+            torch.from_numpy(self.geometry.to_vectors()),
+            self.geometry._kind,
+            self.geometry.det_count,
+            self.volume.shape,
+            [sy, sx, oy, ox],
+        )
         self.register_buffer("_rays", rays, persistent=False)
         self.register_buffer("_views", views, persistent=False)
         self.register_buffer("_rays_f32", rays.float(), persistent=False)
         self.register_buffer("_views_f32", views.float(), persistent=False)
-        self.__dict__["_adjoint"] = _Adjoint(self)  # not a submodule: A and A.T share one set of tables
 
     @property
     def T(self) -> "_Adjoint":
