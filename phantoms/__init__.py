@@ -1,13 +1,20 @@
 """phantoms: ground-truth images and their exact projections for testing CT operators.
 
 2D Shepp-Logan (original and modified/Toft) as ellipse tables and 3D Shepp-Logan
-(Kak-Slaney and modified/Schabel) as ellipsoid tables; supersampled
+(Kak-Slaney and modified/Schabel) as ellipsoid tables; random ellipse phantoms
+(Adler-Oektem / dival distribution) as training data; supersampled
 rasterisation / voxelisation on a ``known_ops.Volume`` and exact analytic line
 integrals for any 2D or 3D geometry. Orientation and scaling are documented in
 ``docs/phantoms.md``.
 """
 from .ellipses import Ellipse, ellipse_image, ellipse_line_integrals
 from .ellipsoids import Ellipsoid, ellipsoid_line_integrals, ellipsoid_volume
+from .random_ellipses import (
+    RandomEllipsesDataset,
+    random_ellipse_images,
+    random_ellipse_projections,
+    random_ellipses,
+)
 from .shepp_logan import (
     DEFAULT_SCALE,
     MODIFIED_SHEPP_LOGAN,
@@ -46,4 +53,8 @@ __all__ = [
     "shepp_logan_3d",
     "shepp_logan_3d_ellipsoids",
     "shepp_logan_3d_projections",
+    "random_ellipses",
+    "random_ellipse_images",
+    "random_ellipse_projections",
+    "RandomEllipsesDataset",
 ]
