@@ -46,7 +46,7 @@ def write_build_info(with_cuda: bool) -> None:
 with_cuda = want_cuda()
 write_build_info(with_cuda)
 
-cpu_sources = ["csrc/ops.cpp", "csrc/joseph2d_cpu.cpp", "csrc/joseph3d_cpu.cpp"]
+cpu_sources = ["csrc/ops.cpp", "csrc/joseph2d_cpu.cpp", "csrc/joseph3d_cpu.cpp", "csrc/voxel_cpu.cpp"]
 cxx_flags = ["-O3", "-std=c++20", "-fno-math-errno"]
 if with_cuda:
     extension = CUDAExtension(

@@ -6,6 +6,7 @@
 
 #include "joseph2d_cpu.h"
 #include "joseph3d_cpu.h"
+#include "voxel_cpu.h"
 
 // Importing known_ops._C runs the static registrations below; the module itself
 // is empty.
@@ -29,6 +30,11 @@ TORCH_LIBRARY(known_ops, m) {
   m.def("joseph3d_forward(Tensor volume, Tensor frames, int n_rows, int n_cols) -> Tensor");
   m.def("joseph3d_adjoint(Tensor proj, Tensor frames, int nz, int ny, int nx) -> Tensor");
   m.def("joseph3d_adjoint_gather(Tensor proj, Tensor frames, int nz, int ny, int nx) -> Tensor");
+  // The voxel-driven pair (model="voxel"), on the Joseph pair's view tables / frames.
+  m.def("voxel2d_forward(Tensor image, Tensor views, int n_det, float[] spacing) -> Tensor");
+  m.def("voxel2d_adjoint(Tensor sino, Tensor views, int ny, int nx, float[] spacing) -> Tensor");
+  m.def("voxel3d_forward(Tensor volume, Tensor frames, int n_rows, int n_cols) -> Tensor");
+  m.def("voxel3d_adjoint(Tensor proj, Tensor frames, int nz, int ny, int nx) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(known_ops, CPU, m) {
@@ -41,4 +47,8 @@ TORCH_LIBRARY_IMPL(known_ops, CPU, m) {
   m.impl("joseph3d_forward", &known_ops::joseph3d_forward_cpu);
   m.impl("joseph3d_adjoint", &known_ops::joseph3d_adjoint_cpu);
   m.impl("joseph3d_adjoint_gather", &known_ops::joseph3d_adjoint_gather_cpu);
+  m.impl("voxel2d_forward", &known_ops::voxel2d_forward_cpu);
+  m.impl("voxel2d_adjoint", &known_ops::voxel2d_adjoint_cpu);
+  m.impl("voxel3d_forward", &known_ops::voxel3d_forward_cpu);
+  m.impl("voxel3d_adjoint", &known_ops::voxel3d_adjoint_cpu);
 }

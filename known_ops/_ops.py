@@ -101,6 +101,26 @@ def joseph3d_adjoint_gather(proj, frames, nz: int, ny: int, nx: int) -> torch.Te
     return _ops.joseph3d_adjoint_gather(proj, frames, nz, ny, nx)
 
 
+def voxel2d_forward(image, views, n_det: int, spacing) -> torch.Tensor:
+    """Voxel-driven pair, 2D: (batch, ny, nx) -> (batch, n_views, n_det); views: the Joseph view table."""
+    return _ops.voxel2d_forward(image, views, n_det, spacing)
+
+
+def voxel2d_adjoint(sino, views, ny: int, nx: int, spacing) -> torch.Tensor:
+    """Its exact transpose: the interpolating back-projection, (batch, n_views, n_det) -> (batch, ny, nx)."""
+    return _ops.voxel2d_adjoint(sino, views, ny, nx, spacing)
+
+
+def voxel3d_forward(volume, frames, n_rows: int, n_cols: int) -> torch.Tensor:
+    """Voxel-driven pair, 3D: (batch, nz, ny, nx) -> (batch, n_views, n_rows, n_cols)."""
+    return _ops.voxel3d_forward(volume, frames, n_rows, n_cols)
+
+
+def voxel3d_adjoint(proj, frames, nz: int, ny: int, nx: int) -> torch.Tensor:
+    """Its exact transpose: the interpolating back-projection."""
+    return _ops.voxel3d_adjoint(proj, frames, nz, ny, nx)
+
+
 # --- fake kernels: output shapes only ------------------------------------------------------------
 
 
@@ -130,6 +150,26 @@ def _(proj, frames, nz, ny, nx):
 
 
 @torch.library.register_fake("known_ops::joseph3d_adjoint_gather")
+def _(proj, frames, nz, ny, nx):
+    return proj.new_empty((proj.shape[0], nz, ny, nx))
+
+
+@torch.library.register_fake("known_ops::voxel2d_forward")
+def _(image, views, n_det, spacing):
+    return image.new_empty((image.shape[0], views.shape[0], n_det))
+
+
+@torch.library.register_fake("known_ops::voxel2d_adjoint")
+def _(sino, views, ny, nx, spacing):
+    return sino.new_empty((sino.shape[0], ny, nx))
+
+
+@torch.library.register_fake("known_ops::voxel3d_forward")
+def _(volume, frames, n_rows, n_cols):
+    return volume.new_empty((volume.shape[0], frames.shape[0], n_rows, n_cols))
+
+
+@torch.library.register_fake("known_ops::voxel3d_adjoint")
 def _(proj, frames, nz, ny, nx):
     return proj.new_empty((proj.shape[0], nz, ny, nx))
 
@@ -183,3 +223,35 @@ torch.library.register_autograd("known_ops::joseph3d_adjoint", _adjoint3d_backwa
 torch.library.register_autograd(
     "known_ops::joseph3d_adjoint_gather", _adjoint3d_backward, setup_context=_adjoint3d_setup
 )
+
+
+def _voxel2d_forward_setup(ctx, inputs, output):
+    ctx.views, ctx.spacing = inputs[1], inputs[3]
+    ctx.image_shape = (inputs[0].shape[1], inputs[0].shape[2])
+
+
+def _voxel2d_forward_backward(ctx, grad):
+    return _ops.voxel2d_adjoint(grad, ctx.views, *ctx.image_shape, ctx.spacing), None, None, None
+
+
+def _voxel2d_adjoint_setup(ctx, inputs, output):
+    ctx.views, ctx.spacing = inputs[1], inputs[4]
+    ctx.n_det = inputs[0].shape[2]
+
+
+def _voxel2d_adjoint_backward(ctx, grad):
+    return _ops.voxel2d_forward(grad, ctx.views, ctx.n_det, ctx.spacing), None, None, None, None
+
+
+def _voxel3d_forward_backward(ctx, grad):
+    return _ops.voxel3d_adjoint(grad, ctx.frames, *ctx.volume_shape), None, None, None
+
+
+def _voxel3d_adjoint_backward(ctx, grad):
+    return _ops.voxel3d_forward(grad, ctx.frames, *ctx.det_shape), None, None, None, None
+
+
+torch.library.register_autograd("known_ops::voxel2d_forward", _voxel2d_forward_backward, setup_context=_voxel2d_forward_setup)
+torch.library.register_autograd("known_ops::voxel2d_adjoint", _voxel2d_adjoint_backward, setup_context=_voxel2d_adjoint_setup)
+torch.library.register_autograd("known_ops::voxel3d_forward", _voxel3d_forward_backward, setup_context=_forward3d_setup)
+torch.library.register_autograd("known_ops::voxel3d_adjoint", _voxel3d_adjoint_backward, setup_context=_adjoint3d_setup)

@@ -10,7 +10,7 @@ from .geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3D, Vol
 
 __all__ = ["RayTransform"]
 
-_MODELS = ("joseph",)
+_MODELS = ("joseph", "voxel")
 
 
 def _check_floating(t, name: str) -> None:
@@ -137,6 +137,12 @@ class RayTransform(nn.Module):
     major axis, one sample per column or row; in 3D bilinear interpolation in
     the plane across the major axis, one sample per slice) with its exact transpose.
 
+    ``model="voxel"``: the voxel-driven pair. ``A.T`` interpolates each view's detector at
+    every voxel's projection (linearly in 2D, bilinearly in 3D), the back-projector of
+    FBP/FDK, weighted by the voxel's size times the density of rays across the ray there
+    (``|grad u|``, 3D ``|grad u x grad v|``); ``A``, its exact transpose, splats the voxels
+    onto the detector and approximates line integrals. CPU only so far.
+
     3D: ``A(x)`` maps ``(..., nz, ny, nx)`` to ``(..., n_views, n_rows, n_cols)``.
     No per-ray table is stored in 3D: rays are set up from per-view frames when
     needed, so memory is the input plus the output (on CUDA the back-projection
@@ -248,6 +254,12 @@ class RayTransform(nn.Module):
     def _n_views(self, views) -> int:
         return self.geometry.n_views if views is None else len(_view_index(views, self.geometry.n_views, "cpu"))
 
+    def _check_voxel_device(self, data: torch.Tensor) -> None:
+        if data.device.type != "cpu":
+            raise NotImplementedError(
+                f"model='voxel' runs on the CPU only so far (data on {data.device}); use model='joseph' on {data.device.type}"
+            )
+
     def _check_trailing(self, t: torch.Tensor, name: str, expected: tuple[int, ...], what: str) -> None:
         _check_floating(t, name)
         if t.dim() < len(expected) or tuple(t.shape[-len(expected):]) != tuple(expected):
@@ -260,7 +272,13 @@ class RayTransform(nn.Module):
         tables = self._tables(x, views)
         lead = x.shape[: x.dim() - self.volume.ndim]
         flat = x.reshape((-1,) + tuple(self.domain_shape))
-        if self.volume.ndim == 3:
+        if self.model == "voxel":
+            self._check_voxel_device(x)
+            if self.volume.ndim == 3:
+                y = _ops.voxel3d_forward(flat, tables[0], *self.geometry.det_shape)
+            else:
+                y = _ops.voxel2d_forward(flat, tables[1], self.geometry.det_count, list(self.volume.spacing))
+        elif self.volume.ndim == 3:
             y = _ops.joseph3d_forward(flat, tables[0], *self.geometry.det_shape)
         else:
             y = _ops.joseph2d_forward(flat, *tables)
@@ -274,7 +292,13 @@ class RayTransform(nn.Module):
         tables = self._tables(y, views)
         lead = y.shape[: y.dim() - len(expected)]
         flat = y.reshape((-1,) + expected)
-        if self.volume.ndim == 3:
+        if self.model == "voxel":
+            self._check_voxel_device(y)
+            if self.volume.ndim == 3:
+                x = _ops.voxel3d_adjoint(flat, tables[0], *self.domain_shape)
+            else:
+                x = _ops.voxel2d_adjoint(flat, tables[1], *self.domain_shape, list(self.volume.spacing))
+        elif self.volume.ndim == 3:
             x = _ops.joseph3d_adjoint(flat, tables[0], *self.domain_shape)
         else:
             x = _ops.joseph2d_adjoint(flat, *tables, *self.domain_shape)

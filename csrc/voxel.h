@@ -1,0 +1,94 @@
+// Per-voxel arithmetic of the voxel-driven projector pair (model="voxel").
+//
+// The back-projection interpolates each view's detector at the voxel's
+// projection (linearly in 2D, bilinearly in 3D), the standard FBP/FDK
+// back-projector; its exact transpose, the forward, splats every voxel onto
+// the detector with the same weights.  Each voxel-view pair carries the weight
+//
+//   w = voxel measure * |grad b|                 (2D; b: detector bin)
+//   w = voxel measure * |grad col x grad row|    (3D)
+//
+// (gradients in world units), the density of rays across the ray at the voxel,
+// so that the forward approximates line integrals (coarea formula: for a
+// uniform object, sum_voxels w hat(b - c) ~ the chord length of ray c).
+// Positions use the view maps of joseph2d.h / joseph3d.h, so a voxel projects
+// where the Joseph pair's rays say it does.
+#pragma once
+
+#include "joseph3d.h"
+
+namespace known_ops {
+
+KO_HD float sqrt_(float x) { return sqrtf(x); }
+KO_HD double sqrt_(double x) { return sqrt(x); }
+
+// 2D: the continuous bin b of pixel (i, j) in a view (VIEW_FIELDS table) and
+// the pair's weight there; sy, sx: pixel size (mm).
+template <typename T>
+KO_HD T voxel2d_bin(const T* view, T sy, T sx, T i, T j, T* weight) {
+  const T num = view[0] + view[1] * i + view[2] * j;
+  const T den = view[3] + view[4] * i + view[5] * j;
+  const T t = num / den;
+  T gi = (view[1] - t * view[4]) / den, gj = (view[2] - t * view[5]) / den;  // dt/di, dt/dj
+  T b;
+  if (view[6] != T(0)) {  // curved: b = atan(t) * arc_scale + centre
+    const T s = view[6] / (T(1) + t * t);
+    gi *= s;
+    gj *= s;
+    b = atan_(t) * view[6] + view[7];
+  } else {
+    b = t + view[7];
+  }
+  const T gy = gi / sy, gx = gj / sx;
+  *weight = sy * sx * sqrt_(gy * gy + gx * gx);
+  return b;
+}
+
+// Linear interpolation taps of position b on n bins: the lower index and the
+// weight of the upper one; false when b is outside (-1, n) (or NaN).
+template <typename T>
+KO_HD bool linear_taps(T b, int64_t n, int64_t* lower, T* upper_weight) {
+  if (!(b > T(-1) && b < T(n))) return false;
+  const int64_t c = int64_t(b + T(2)) - 2;  // floor, as in taps_at
+  *lower = c;
+  *upper_weight = b - T(c);
+  return true;
+}
+
+// 3D: the continuous detector position (col, row) of voxel (k, i, j) in a view
+// (the map part of its frame, in T) and the pair's weight there.
+template <typename T>
+KO_HD void voxel3d_position(const T* f, T k, T i, T j, T* col, T* row, T* weight) {
+  using namespace frame3;
+  const T* mc = f + kMapCol;
+  const T* mr = f + kMapRow;
+  const T* md = f + kMapDen;
+  const T nc = mc[0] + mc[1] * k + mc[2] * i + mc[3] * j;
+  const T nr = mr[0] + mr[1] * k + mr[2] * i + mr[3] * j;
+  const T nd = md[0] + md[1] * k + md[2] * i + md[3] * j;
+  T gc[3], gr[3];  // gradients of col and row in index coordinates (k, i, j)
+  if (f[kColScale] != T(0)) {  // cylinder: col = atan(nc/nd) Sc + Cm, row = nr / rho Sr + Rm
+    const T rho2 = nc * nc + nd * nd, rho = sqrt_(rho2);
+    *col = atan_(nc / nd) * f[kColScale] + f[kColMid];
+    *row = nr / rho * f[kRowScale] + f[kRowMid];
+    for (int q = 0; q < 3; ++q) {
+      gc[q] = f[kColScale] * (nd * mc[q + 1] - nc * md[q + 1]) / rho2;
+      gr[q] = f[kRowScale] * (mr[q + 1] / rho - nr * (nc * mc[q + 1] + nd * md[q + 1]) / (rho2 * rho));
+    }
+  } else {  // projective: col = nc / nd, row = nr / nd
+    *col = nc / nd;
+    *row = nr / nd;
+    for (int q = 0; q < 3; ++q) {
+      gc[q] = (mc[q + 1] - *col * md[q + 1]) / nd;
+      gr[q] = (mr[q + 1] - *row * md[q + 1]) / nd;
+    }
+  }
+  // world gradients (divide by the spacing of each index axis), then |gc x gr|
+  const T s0 = f[kSpacing], s1 = f[kSpacing + 1], s2 = f[kSpacing + 2];
+  const T a0 = gc[0] / s0, a1 = gc[1] / s1, a2 = gc[2] / s2;
+  const T b0 = gr[0] / s0, b1 = gr[1] / s1, b2 = gr[2] / s2;
+  const T c0 = a1 * b2 - a2 * b1, c1 = a2 * b0 - a0 * b2, c2 = a0 * b1 - a1 * b0;
+  *weight = s0 * s1 * s2 * sqrt_(c0 * c0 + c1 * c1 + c2 * c2);
+}
+
+}  // namespace known_ops
