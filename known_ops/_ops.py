@@ -129,29 +129,32 @@ def _(image, rays, views):
     return image.new_empty((image.shape[0], rays.shape[0], rays.shape[1]))
 
 
+def _fake_image_2d(sino, tables, ny, nx, *rest):
+    return sino.new_empty((sino.shape[0], ny, nx))
+
+
+def _fake_projections_3d(volume, frames, n_rows, n_cols):
+    return volume.new_empty((volume.shape[0], frames.shape[0], n_rows, n_cols))
+
+
+def _fake_volume_3d(proj, frames, nz, ny, nx):
+    return proj.new_empty((proj.shape[0], nz, ny, nx))
+
+
+for _name in ("joseph3d_forward", "voxel3d_forward"):
+    torch.library.register_fake(f"known_ops::{_name}")(_fake_projections_3d)
+for _name in ("joseph3d_adjoint", "joseph3d_adjoint_gather", "voxel3d_adjoint"):
+    torch.library.register_fake(f"known_ops::{_name}")(_fake_volume_3d)
+
+
 @torch.library.register_fake("known_ops::joseph2d_adjoint")
 def _(sino, rays, views, ny, nx):
-    return sino.new_empty((sino.shape[0], ny, nx))
+    return _fake_image_2d(sino, rays, ny, nx)
 
 
 @torch.library.register_fake("known_ops::joseph2d_adjoint_gather")
 def _(sino, rays, views, ny, nx):
-    return sino.new_empty((sino.shape[0], ny, nx))
-
-
-@torch.library.register_fake("known_ops::joseph3d_forward")
-def _(volume, frames, n_rows, n_cols):
-    return volume.new_empty((volume.shape[0], frames.shape[0], n_rows, n_cols))
-
-
-@torch.library.register_fake("known_ops::joseph3d_adjoint")
-def _(proj, frames, nz, ny, nx):
-    return proj.new_empty((proj.shape[0], nz, ny, nx))
-
-
-@torch.library.register_fake("known_ops::joseph3d_adjoint_gather")
-def _(proj, frames, nz, ny, nx):
-    return proj.new_empty((proj.shape[0], nz, ny, nx))
+    return _fake_image_2d(sino, rays, ny, nx)
 
 
 @torch.library.register_fake("known_ops::voxel2d_forward")
@@ -161,17 +164,7 @@ def _(image, views, n_det, spacing):
 
 @torch.library.register_fake("known_ops::voxel2d_adjoint")
 def _(sino, views, ny, nx, spacing):
-    return sino.new_empty((sino.shape[0], ny, nx))
-
-
-@torch.library.register_fake("known_ops::voxel3d_forward")
-def _(volume, frames, n_rows, n_cols):
-    return volume.new_empty((volume.shape[0], frames.shape[0], n_rows, n_cols))
-
-
-@torch.library.register_fake("known_ops::voxel3d_adjoint")
-def _(proj, frames, nz, ny, nx):
-    return proj.new_empty((proj.shape[0], nz, ny, nx))
+    return _fake_image_2d(sino, views, ny, nx)
 
 
 # --- autograd: each projector's backward is the other one ----------------------------------------
