@@ -31,10 +31,10 @@ TORCH_LIBRARY(known_ops, m) {
   m.def("joseph3d_adjoint(Tensor proj, Tensor frames, int nz, int ny, int nx) -> Tensor");
   m.def("joseph3d_adjoint_gather(Tensor proj, Tensor frames, int nz, int ny, int nx) -> Tensor");
   // The voxel-driven pair (model="voxel"), on the Joseph pair's view tables / frames.
-  m.def("voxel2d_forward(Tensor image, Tensor views, int n_det, float[] spacing) -> Tensor");
-  m.def("voxel2d_adjoint(Tensor sino, Tensor views, int ny, int nx, float[] spacing) -> Tensor");
-  m.def("voxel3d_forward(Tensor volume, Tensor frames, int n_rows, int n_cols) -> Tensor");
-  m.def("voxel3d_adjoint(Tensor proj, Tensor frames, int nz, int ny, int nx) -> Tensor");
+  m.def("voxel2d_forward(Tensor image, Tensor views, int n_det, float[] spacing, Tensor? fdk_weights) -> Tensor");
+  m.def("voxel2d_adjoint(Tensor sino, Tensor views, int ny, int nx, float[] spacing, Tensor? fdk_weights) -> Tensor");
+  m.def("voxel3d_forward(Tensor volume, Tensor frames, int n_rows, int n_cols, Tensor? fdk_weights) -> Tensor");
+  m.def("voxel3d_adjoint(Tensor proj, Tensor frames, int nz, int ny, int nx, Tensor? fdk_weights) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(known_ops, CPU, m) {

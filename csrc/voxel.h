@@ -22,25 +22,34 @@ namespace known_ops {
 KO_HD float sqrt_(float x) { return sqrtf(x); }
 KO_HD double sqrt_(double x) { return sqrt(x); }
 
+// The FDK weighting instead of the line-integral one: with fdk > 0 a
+// voxel-view weight is fdk / L'^2, the caller choosing the per-view constant
+// fdk so that this is D_so D_sd / L^2, the distance weight of fan-beam FBP and
+// FDK: for flat detectors (and parallel beams) L' is the denominator of the
+// view's map (proportional to the depth from the source along the central
+// ray, Kak & Slaney's U); for curved ones the distance from the source
+// (in 3D: from the axis through it), as the equiangular formula has it.
+
 // 2D: the continuous bin b of pixel (i, j) in a view (VIEW_FIELDS table) and
 // the pair's weight there; sy, sx: pixel size (mm).
 template <typename T>
-KO_HD T voxel2d_bin(const T* view, T sy, T sx, T i, T j, T* weight) {
+KO_HD T voxel2d_bin(const T* view, T sy, T sx, T i, T j, T fdk, T* weight) {
   const T num = view[0] + view[1] * i + view[2] * j;
   const T den = view[3] + view[4] * i + view[5] * j;
   const T t = num / den;
   T gi = (view[1] - t * view[4]) / den, gj = (view[2] - t * view[5]) / den;  // dt/di, dt/dj
-  T b;
-  if (view[6] != T(0)) {  // curved: b = atan(t) * arc_scale + centre
+  T b, depth2 = den * den;
+  if (view[6] != T(0)) {  // curved: b = atan(t) * arc_scale + centre; num, den: coordinates of p - s
     const T s = view[6] / (T(1) + t * t);
     gi *= s;
     gj *= s;
     b = atan_(t) * view[6] + view[7];
+    depth2 += num * num;
   } else {
     b = t + view[7];
   }
   const T gy = gi / sy, gx = gj / sx;
-  *weight = sy * sx * sqrt_(gy * gy + gx * gx);
+  *weight = fdk > T(0) ? fdk / depth2 : sy * sx * sqrt_(gy * gy + gx * gx);
   return b;
 }
 
@@ -58,7 +67,7 @@ KO_HD bool linear_taps(T b, int64_t n, int64_t* lower, T* upper_weight) {
 // 3D: the continuous detector position (col, row) of voxel (k, i, j) in a view
 // (the map part of its frame, in T) and the pair's weight there.
 template <typename T>
-KO_HD void voxel3d_position(const T* f, T k, T i, T j, T* col, T* row, T* weight) {
+KO_HD void voxel3d_position(const T* f, T k, T i, T j, T fdk, T* col, T* row, T* weight) {
   using namespace frame3;
   const T* mc = f + kMapCol;
   const T* mr = f + kMapRow;
@@ -67,8 +76,10 @@ KO_HD void voxel3d_position(const T* f, T k, T i, T j, T* col, T* row, T* weight
   const T nr = mr[0] + mr[1] * k + mr[2] * i + mr[3] * j;
   const T nd = md[0] + md[1] * k + md[2] * i + md[3] * j;
   T gc[3], gr[3];  // gradients of col and row in index coordinates (k, i, j)
+  T depth2 = nd * nd;
   if (f[kColScale] != T(0)) {  // cylinder: col = atan(nc/nd) Sc + Cm, row = nr / rho Sr + Rm
     const T rho2 = nc * nc + nd * nd, rho = sqrt_(rho2);
+    depth2 = rho2;
     *col = atan_(nc / nd) * f[kColScale] + f[kColMid];
     *row = nr / rho * f[kRowScale] + f[kRowMid];
     for (int q = 0; q < 3; ++q) {
@@ -88,7 +99,7 @@ KO_HD void voxel3d_position(const T* f, T k, T i, T j, T* col, T* row, T* weight
   const T a0 = gc[0] / s0, a1 = gc[1] / s1, a2 = gc[2] / s2;
   const T b0 = gr[0] / s0, b1 = gr[1] / s1, b2 = gr[2] / s2;
   const T c0 = a1 * b2 - a2 * b1, c1 = a2 * b0 - a0 * b2, c2 = a0 * b1 - a1 * b0;
-  *weight = s0 * s1 * s2 * sqrt_(c0 * c0 + c1 * c1 + c2 * c2);
+  *weight = fdk > T(0) ? fdk / depth2 : s0 * s1 * s2 * sqrt_(c0 * c0 + c1 * c1 + c2 * c2);
 }
 
 }  // namespace known_ops

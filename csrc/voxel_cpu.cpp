@@ -38,8 +38,8 @@ void check_views_2d(const at::Tensor& data, const at::Tensor& views, at::ArrayRe
 }
 
 template <typename T>
-void voxel2d_forward_impl(const T* img, const T* views, T* out, int64_t batch, int64_t n_views, int64_t n_det,
-                          int64_t ny, int64_t nx, T sy, T sx) {
+void voxel2d_forward_impl(const T* img, const T* views, const T* fdk, T* out, int64_t batch, int64_t n_views,
+                          int64_t n_det, int64_t ny, int64_t nx, T sy, T sx) {
   parallel_items(n_views, [&](int64_t v0, int64_t v1) {
     for (int64_t v = v0; v < v1; ++v) {
       const T* view = views + v * VIEW_FIELDS;
@@ -47,7 +47,7 @@ void voxel2d_forward_impl(const T* img, const T* views, T* out, int64_t batch, i
         for (int64_t j = 0; j < nx; ++j) {
           T w, f;
           int64_t c;
-          const T b = voxel2d_bin(view, sy, sx, T(i), T(j), &w);
+          const T b = voxel2d_bin(view, sy, sx, T(i), T(j), fdk ? fdk[v] : T(0), &w);
           if (!linear_taps(b, n_det, &c, &f)) continue;
           for (int64_t k = 0; k < batch; ++k) {
             const T value = w * img[(k * ny + i) * nx + j];
@@ -61,8 +61,8 @@ void voxel2d_forward_impl(const T* img, const T* views, T* out, int64_t batch, i
 }
 
 template <typename T>
-void voxel2d_adjoint_impl(const T* sino, const T* views, T* out, int64_t batch, int64_t n_views, int64_t n_det,
-                          int64_t ny, int64_t nx, T sy, T sx) {
+void voxel2d_adjoint_impl(const T* sino, const T* views, const T* fdk, T* out, int64_t batch, int64_t n_views,
+                          int64_t n_det, int64_t ny, int64_t nx, T sy, T sx) {
   at::parallel_for(0, ny, 1, [&](int64_t i0, int64_t i1) {
     std::vector<T> acc(batch);
     for (int64_t i = i0; i < i1; ++i)
@@ -71,7 +71,7 @@ void voxel2d_adjoint_impl(const T* sino, const T* views, T* out, int64_t batch, 
         for (int64_t v = 0; v < n_views; ++v) {
           T w, f;
           int64_t c;
-          const T b = voxel2d_bin(views + v * VIEW_FIELDS, sy, sx, T(i), T(j), &w);
+          const T b = voxel2d_bin(views + v * VIEW_FIELDS, sy, sx, T(i), T(j), fdk ? fdk[v] : T(0), &w);
           if (!linear_taps(b, n_det, &c, &f)) continue;
           for (int64_t k = 0; k < batch; ++k) {
             const T* s = sino + (k * n_views + v) * n_det;
@@ -94,17 +94,18 @@ struct DetectorTaps {
   T fr, fc, w;
 };
 template <typename T>
-DetectorTaps<T> detector_taps(const T* frame_t, int64_t k, int64_t i, int64_t j, int64_t n_rows, int64_t n_cols) {
+DetectorTaps<T> detector_taps(const T* frame_t, T fdk, int64_t k, int64_t i, int64_t j, int64_t n_rows,
+                              int64_t n_cols) {
   DetectorTaps<T> t{};
   T col, row;
-  voxel3d_position(frame_t, T(k), T(i), T(j), &col, &row, &t.w);
+  voxel3d_position(frame_t, T(k), T(i), T(j), fdk, &col, &row, &t.w);
   t.hit = linear_taps(col, n_cols, &t.c, &t.fc) && linear_taps(row, n_rows, &t.r, &t.fr);
   return t;
 }
 
 template <typename T>
-void voxel3d_forward_impl(const T* vol, const T* frames_t, T* out, int64_t batch, int64_t n_views, int64_t n_rows,
-                          int64_t n_cols, const int64_t* n) {
+void voxel3d_forward_impl(const T* vol, const T* frames_t, const T* fdk, T* out, int64_t batch, int64_t n_views,
+                          int64_t n_rows, int64_t n_cols, const int64_t* n) {
   const int64_t vol_size = n[0] * n[1] * n[2], view_size = n_rows * n_cols;
   parallel_items(n_views, [&](int64_t v0, int64_t v1) {
     for (int64_t v = v0; v < v1; ++v) {
@@ -112,7 +113,7 @@ void voxel3d_forward_impl(const T* vol, const T* frames_t, T* out, int64_t batch
       for (int64_t k = 0; k < n[0]; ++k)
         for (int64_t i = 0; i < n[1]; ++i)
           for (int64_t j = 0; j < n[2]; ++j) {
-            const DetectorTaps<T> t = detector_taps(f, k, i, j, n_rows, n_cols);
+            const DetectorTaps<T> t = detector_taps(f, fdk ? fdk[v] : T(0), k, i, j, n_rows, n_cols);
             if (!t.hit) continue;
             const bool r0 = t.r >= 0, r1 = t.r + 1 < n_rows, c0 = t.c >= 0, c1 = t.c + 1 < n_cols;
             for (int64_t b = 0; b < batch; ++b) {
@@ -130,8 +131,8 @@ void voxel3d_forward_impl(const T* vol, const T* frames_t, T* out, int64_t batch
 }
 
 template <typename T>
-void voxel3d_adjoint_impl(const T* proj, const T* frames_t, T* out, int64_t batch, int64_t n_views, int64_t n_rows,
-                          int64_t n_cols, const int64_t* n) {
+void voxel3d_adjoint_impl(const T* proj, const T* frames_t, const T* fdk, T* out, int64_t batch, int64_t n_views,
+                          int64_t n_rows, int64_t n_cols, const int64_t* n) {
   const int64_t vol_size = n[0] * n[1] * n[2], view_size = n_rows * n_cols;
   at::parallel_for(0, n[0] * n[1], 1, [&](int64_t t0, int64_t t1) {
     std::vector<T> acc(batch);
@@ -140,7 +141,8 @@ void voxel3d_adjoint_impl(const T* proj, const T* frames_t, T* out, int64_t batc
       for (int64_t j = 0; j < n[2]; ++j) {
         std::fill(acc.begin(), acc.end(), T(0));
         for (int64_t v = 0; v < n_views; ++v) {
-          const DetectorTaps<T> d = detector_taps(frames_t + v * FRAME3_FIELDS, k, i, j, n_rows, n_cols);
+          const DetectorTaps<T> d =
+              detector_taps(frames_t + v * FRAME3_FIELDS, fdk ? fdk[v] : T(0), k, i, j, n_rows, n_cols);
           if (!d.hit) continue;
           const bool r0 = d.r >= 0, r1 = d.r + 1 < n_rows, c0 = d.c >= 0, c1 = d.c + 1 < n_cols;
           for (int64_t b = 0; b < batch; ++b) {
@@ -159,10 +161,24 @@ void voxel3d_adjoint_impl(const T* proj, const T* frames_t, T* out, int64_t batc
   });
 }
 
+// The optional per-view FDK constants, as a contiguous tensor of the data's dtype (undefined: none).
+at::Tensor fdk_constants(const c10::optional<at::Tensor>& fdk, const at::Tensor& data, int64_t n_views) {
+  if (!fdk.has_value() || !fdk->defined()) return at::Tensor();
+  TORCH_CHECK(fdk->dim() == 1 && fdk->size(0) == n_views, "voxel: fdk_weights must have shape (n_views,) = (", n_views,
+              ",), got ", fdk->sizes());
+  TORCH_CHECK(fdk->device() == data.device(), "voxel: fdk_weights must be on the data's device");
+  return fdk->to(data.scalar_type()).contiguous();
+}
+
+template <typename T>
+const T* pointer_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
+
 }  // namespace
 
 at::Tensor voxel2d_forward_cpu(const at::Tensor& image, const at::Tensor& views, int64_t n_det,
-                               at::ArrayRef<double> spacing) {
+                               at::ArrayRef<double> spacing, const c10::optional<at::Tensor>& fdk_weights) {
   check_data(image, 3, "image (batch, ny, nx)");
   check_views_2d(image, views, spacing);
   TORCH_CHECK(n_det >= 1, "voxel2d: n_det must be positive");
@@ -170,16 +186,18 @@ at::Tensor voxel2d_forward_cpu(const at::Tensor& image, const at::Tensor& views,
   auto vt = views.contiguous();
   const int64_t batch = img.size(0), ny = img.size(1), nx = img.size(2), n_views = vt.size(0);
   auto out = at::zeros({batch, n_views, n_det}, img.options());
+  const auto fdk = fdk_constants(fdk_weights, img, n_views);
   if (out.numel() == 0 || img.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(img.scalar_type(), "voxel2d_forward_cpu", [&] {
-    voxel2d_forward_impl<scalar_t>(img.data_ptr<scalar_t>(), vt.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+    voxel2d_forward_impl<scalar_t>(img.data_ptr<scalar_t>(), vt.data_ptr<scalar_t>(), pointer_or_null<scalar_t>(fdk),
+                                   out.data_ptr<scalar_t>(),
                                    batch, n_views, n_det, ny, nx, scalar_t(spacing[0]), scalar_t(spacing[1]));
   });
   return out;
 }
 
 at::Tensor voxel2d_adjoint_cpu(const at::Tensor& sino, const at::Tensor& views, int64_t ny, int64_t nx,
-                               at::ArrayRef<double> spacing) {
+                               at::ArrayRef<double> spacing, const c10::optional<at::Tensor>& fdk_weights) {
   check_data(sino, 3, "sinogram (batch, n_views, n_det)");
   check_views_2d(sino, views, spacing);
   TORCH_CHECK(views.size(0) == sino.size(1), "voxel2d: sinogram has ", sino.size(1), " views but the table ",
@@ -189,15 +207,18 @@ at::Tensor voxel2d_adjoint_cpu(const at::Tensor& sino, const at::Tensor& views, 
   auto vt = views.contiguous();
   const int64_t batch = s.size(0), n_views = s.size(1), n_det = s.size(2);
   auto out = at::zeros({batch, ny, nx}, s.options());
+  const auto fdk = fdk_constants(fdk_weights, s, n_views);
   if (out.numel() == 0 || s.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(s.scalar_type(), "voxel2d_adjoint_cpu", [&] {
-    voxel2d_adjoint_impl<scalar_t>(s.data_ptr<scalar_t>(), vt.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), batch,
+    voxel2d_adjoint_impl<scalar_t>(s.data_ptr<scalar_t>(), vt.data_ptr<scalar_t>(), pointer_or_null<scalar_t>(fdk),
+                                   out.data_ptr<scalar_t>(), batch,
                                    n_views, n_det, ny, nx, scalar_t(spacing[0]), scalar_t(spacing[1]));
   });
   return out;
 }
 
-at::Tensor voxel3d_forward_cpu(const at::Tensor& volume, const at::Tensor& frames, int64_t n_rows, int64_t n_cols) {
+at::Tensor voxel3d_forward_cpu(const at::Tensor& volume, const at::Tensor& frames, int64_t n_rows, int64_t n_cols,
+                               const c10::optional<at::Tensor>& fdk_weights) {
   check_joseph3d_forward_inputs(volume, frames, n_rows, n_cols);
   check_data(volume, 4, "volume (batch, nz, ny, nx)");
   auto vol = volume.contiguous();
@@ -205,15 +226,18 @@ at::Tensor voxel3d_forward_cpu(const at::Tensor& volume, const at::Tensor& frame
   const int64_t batch = vol.size(0), n_views = frames.size(0);
   const int64_t n[3] = {vol.size(1), vol.size(2), vol.size(3)};
   auto out = at::zeros({batch, n_views, n_rows, n_cols}, vol.options());
+  const auto fdk = fdk_constants(fdk_weights, vol, n_views);
   if (out.numel() == 0 || vol.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(vol.scalar_type(), "voxel3d_forward_cpu", [&] {
-    voxel3d_forward_impl<scalar_t>(vol.data_ptr<scalar_t>(), frames_t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+    voxel3d_forward_impl<scalar_t>(vol.data_ptr<scalar_t>(), frames_t.data_ptr<scalar_t>(),
+                                   pointer_or_null<scalar_t>(fdk), out.data_ptr<scalar_t>(),
                                    batch, n_views, n_rows, n_cols, n);
   });
   return out;
 }
 
-at::Tensor voxel3d_adjoint_cpu(const at::Tensor& proj, const at::Tensor& frames, int64_t nz, int64_t ny, int64_t nx) {
+at::Tensor voxel3d_adjoint_cpu(const at::Tensor& proj, const at::Tensor& frames, int64_t nz, int64_t ny, int64_t nx,
+                               const c10::optional<at::Tensor>& fdk_weights) {
   check_joseph3d_adjoint_inputs(proj, frames, nz, ny, nx);
   check_data(proj, 4, "projections (batch, n_views, n_rows, n_cols)");
   auto p = proj.contiguous();
@@ -221,9 +245,11 @@ at::Tensor voxel3d_adjoint_cpu(const at::Tensor& proj, const at::Tensor& frames,
   const int64_t batch = p.size(0), n_views = p.size(1), n_rows = p.size(2), n_cols = p.size(3);
   const int64_t n[3] = {nz, ny, nx};
   auto out = at::zeros({batch, nz, ny, nx}, p.options());
+  const auto fdk = fdk_constants(fdk_weights, p, n_views);
   if (out.numel() == 0 || p.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "voxel3d_adjoint_cpu", [&] {
-    voxel3d_adjoint_impl<scalar_t>(p.data_ptr<scalar_t>(), frames_t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+    voxel3d_adjoint_impl<scalar_t>(p.data_ptr<scalar_t>(), frames_t.data_ptr<scalar_t>(),
+                                   pointer_or_null<scalar_t>(fdk), out.data_ptr<scalar_t>(),
                                    batch, n_views, n_rows, n_cols, n);
   });
   return out;

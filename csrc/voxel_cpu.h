@@ -6,12 +6,16 @@
 namespace known_ops {
 
 // 2D: views (n_views, VIEW_FIELDS) in the data's dtype (the Joseph view table), spacing [sy, sx].
+// fdk_weights (optional, (n_views,)): per-view constants of the FDK weighting (voxel.h); none: the
+// line-integral weighting.
 at::Tensor voxel2d_forward_cpu(const at::Tensor& image, const at::Tensor& views, int64_t n_det,
-                               at::ArrayRef<double> spacing);
+                               at::ArrayRef<double> spacing, const c10::optional<at::Tensor>& fdk_weights);
 at::Tensor voxel2d_adjoint_cpu(const at::Tensor& sino, const at::Tensor& views, int64_t ny, int64_t nx,
-                               at::ArrayRef<double> spacing);
+                               at::ArrayRef<double> spacing, const c10::optional<at::Tensor>& fdk_weights);
 // 3D: frames (n_views, FRAME3_FIELDS) float64 (the Joseph frames).
-at::Tensor voxel3d_forward_cpu(const at::Tensor& volume, const at::Tensor& frames, int64_t n_rows, int64_t n_cols);
-at::Tensor voxel3d_adjoint_cpu(const at::Tensor& proj, const at::Tensor& frames, int64_t nz, int64_t ny, int64_t nx);
+at::Tensor voxel3d_forward_cpu(const at::Tensor& volume, const at::Tensor& frames, int64_t n_rows, int64_t n_cols,
+                               const c10::optional<at::Tensor>& fdk_weights);
+at::Tensor voxel3d_adjoint_cpu(const at::Tensor& proj, const at::Tensor& frames, int64_t nz, int64_t ny, int64_t nx,
+                               const c10::optional<at::Tensor>& fdk_weights);
 
 }  // namespace known_ops

@@ -101,24 +101,25 @@ def joseph3d_adjoint_gather(proj, frames, nz: int, ny: int, nx: int) -> torch.Te
     return _ops.joseph3d_adjoint_gather(proj, frames, nz, ny, nx)
 
 
-def voxel2d_forward(image, views, n_det: int, spacing) -> torch.Tensor:
-    """Voxel-driven pair, 2D: (batch, ny, nx) -> (batch, n_views, n_det); views: the Joseph view table."""
-    return _ops.voxel2d_forward(image, views, n_det, spacing)
+def voxel2d_forward(image, views, n_det: int, spacing, fdk=None) -> torch.Tensor:
+    """Voxel-driven pair, 2D: (batch, ny, nx) -> (batch, n_views, n_det); views: the Joseph view table;
+    fdk: per-view constants of the FDK weighting (None: the line-integral weighting)."""
+    return _ops.voxel2d_forward(image, views, n_det, spacing, fdk)
 
 
-def voxel2d_adjoint(sino, views, ny: int, nx: int, spacing) -> torch.Tensor:
+def voxel2d_adjoint(sino, views, ny: int, nx: int, spacing, fdk=None) -> torch.Tensor:
     """Its exact transpose: the interpolating back-projection, (batch, n_views, n_det) -> (batch, ny, nx)."""
-    return _ops.voxel2d_adjoint(sino, views, ny, nx, spacing)
+    return _ops.voxel2d_adjoint(sino, views, ny, nx, spacing, fdk)
 
 
-def voxel3d_forward(volume, frames, n_rows: int, n_cols: int) -> torch.Tensor:
+def voxel3d_forward(volume, frames, n_rows: int, n_cols: int, fdk=None) -> torch.Tensor:
     """Voxel-driven pair, 3D: (batch, nz, ny, nx) -> (batch, n_views, n_rows, n_cols)."""
-    return _ops.voxel3d_forward(volume, frames, n_rows, n_cols)
+    return _ops.voxel3d_forward(volume, frames, n_rows, n_cols, fdk)
 
 
-def voxel3d_adjoint(proj, frames, nz: int, ny: int, nx: int) -> torch.Tensor:
+def voxel3d_adjoint(proj, frames, nz: int, ny: int, nx: int, fdk=None) -> torch.Tensor:
     """Its exact transpose: the interpolating back-projection."""
-    return _ops.voxel3d_adjoint(proj, frames, nz, ny, nx)
+    return _ops.voxel3d_adjoint(proj, frames, nz, ny, nx, fdk)
 
 
 # --- fake kernels: output shapes only ------------------------------------------------------------
@@ -141,9 +142,8 @@ def _fake_volume_3d(proj, frames, nz, ny, nx):
     return proj.new_empty((proj.shape[0], nz, ny, nx))
 
 
-for _name in ("joseph3d_forward", "voxel3d_forward"):
-    torch.library.register_fake(f"known_ops::{_name}")(_fake_projections_3d)
-for _name in ("joseph3d_adjoint", "joseph3d_adjoint_gather", "voxel3d_adjoint"):
+torch.library.register_fake("known_ops::joseph3d_forward")(_fake_projections_3d)
+for _name in ("joseph3d_adjoint", "joseph3d_adjoint_gather"):
     torch.library.register_fake(f"known_ops::{_name}")(_fake_volume_3d)
 
 
@@ -158,13 +158,23 @@ def _(sino, rays, views, ny, nx):
 
 
 @torch.library.register_fake("known_ops::voxel2d_forward")
-def _(image, views, n_det, spacing):
+def _(image, views, n_det, spacing, fdk_weights):
     return image.new_empty((image.shape[0], views.shape[0], n_det))
 
 
 @torch.library.register_fake("known_ops::voxel2d_adjoint")
-def _(sino, views, ny, nx, spacing):
+def _(sino, views, ny, nx, spacing, fdk_weights):
     return _fake_image_2d(sino, views, ny, nx)
+
+
+@torch.library.register_fake("known_ops::voxel3d_forward")
+def _(volume, frames, n_rows, n_cols, fdk_weights):
+    return _fake_projections_3d(volume, frames, n_rows, n_cols)
+
+
+@torch.library.register_fake("known_ops::voxel3d_adjoint")
+def _(proj, frames, nz, ny, nx, fdk_weights):
+    return _fake_volume_3d(proj, frames, nz, ny, nx)
 
 
 # --- autograd: each projector's backward is the other one ----------------------------------------
@@ -219,32 +229,42 @@ torch.library.register_autograd(
 
 
 def _voxel2d_forward_setup(ctx, inputs, output):
-    ctx.views, ctx.spacing = inputs[1], inputs[3]
+    ctx.views, ctx.spacing, ctx.fdk = inputs[1], inputs[3], inputs[4]
     ctx.image_shape = (inputs[0].shape[1], inputs[0].shape[2])
 
 
 def _voxel2d_forward_backward(ctx, grad):
-    return _ops.voxel2d_adjoint(grad, ctx.views, *ctx.image_shape, ctx.spacing), None, None, None
+    return _ops.voxel2d_adjoint(grad, ctx.views, *ctx.image_shape, ctx.spacing, ctx.fdk), None, None, None, None
 
 
 def _voxel2d_adjoint_setup(ctx, inputs, output):
-    ctx.views, ctx.spacing = inputs[1], inputs[4]
+    ctx.views, ctx.spacing, ctx.fdk = inputs[1], inputs[4], inputs[5]
     ctx.n_det = inputs[0].shape[2]
 
 
 def _voxel2d_adjoint_backward(ctx, grad):
-    return _ops.voxel2d_forward(grad, ctx.views, ctx.n_det, ctx.spacing), None, None, None, None
+    return _ops.voxel2d_forward(grad, ctx.views, ctx.n_det, ctx.spacing, ctx.fdk), None, None, None, None, None
+
+
+def _voxel3d_forward_setup(ctx, inputs, output):
+    ctx.frames, ctx.fdk = inputs[1], inputs[4]
+    ctx.volume_shape = tuple(inputs[0].shape[1:])
 
 
 def _voxel3d_forward_backward(ctx, grad):
-    return _ops.voxel3d_adjoint(grad, ctx.frames, *ctx.volume_shape), None, None, None
+    return _ops.voxel3d_adjoint(grad, ctx.frames, *ctx.volume_shape, ctx.fdk), None, None, None, None
+
+
+def _voxel3d_adjoint_setup(ctx, inputs, output):
+    ctx.frames, ctx.fdk = inputs[1], inputs[5]
+    ctx.det_shape = (inputs[0].shape[2], inputs[0].shape[3])
 
 
 def _voxel3d_adjoint_backward(ctx, grad):
-    return _ops.voxel3d_forward(grad, ctx.frames, *ctx.det_shape), None, None, None, None
+    return _ops.voxel3d_forward(grad, ctx.frames, *ctx.det_shape, ctx.fdk), None, None, None, None, None
 
 
 torch.library.register_autograd("known_ops::voxel2d_forward", _voxel2d_forward_backward, setup_context=_voxel2d_forward_setup)
 torch.library.register_autograd("known_ops::voxel2d_adjoint", _voxel2d_adjoint_backward, setup_context=_voxel2d_adjoint_setup)
-torch.library.register_autograd("known_ops::voxel3d_forward", _voxel3d_forward_backward, setup_context=_forward3d_setup)
-torch.library.register_autograd("known_ops::voxel3d_adjoint", _voxel3d_adjoint_backward, setup_context=_adjoint3d_setup)
+torch.library.register_autograd("known_ops::voxel3d_forward", _voxel3d_forward_backward, setup_context=_voxel3d_forward_setup)
+torch.library.register_autograd("known_ops::voxel3d_adjoint", _voxel3d_adjoint_backward, setup_context=_voxel3d_adjoint_setup)

@@ -83,6 +83,47 @@ def _check_cone_in_front(volume: Volume, geometry: ConeBeam3D) -> None:
         )
 
 
+def _fdk_constants(geometry) -> torch.Tensor:
+    """Per-view constants K of the FDK weighting of the voxel-driven pair (csrc/voxel.h): the
+    weight of a voxel is K / L'^2, which makes it D_so D_sd / L^2 (flat detectors: L the voxel's
+    depth from the source along the central ray, L' the denominator of the view's map; curved:
+    L = L' the distance from the source (3D: from the axis through it); D_so: the rotation
+    centre's (world origin's) depth, D_sd: the detector's). Parallel beams: L' = 1, K = 1."""
+    v = geometry.to_vectors()
+    n = v.shape[0]
+    if isinstance(geometry, (ParallelBeam2D, ParallelBeam3D)):
+        return torch.ones(n, dtype=torch.float64)
+    if geometry.ndim == 2:
+        s, d, u = v[:, 0:2], v[:, 2:4], v[:, 4:6]
+        if geometry.detector == "flat":
+            # den = cross(p - s, u) = |u| L  =>  K = D_so D_sd |u|^2
+            def cross(a, b):
+                return a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]
+
+            u_len = np.hypot(u[:, 0], u[:, 1])
+            d_so, d_sd = np.abs(cross(-s, u)) / u_len, np.abs(cross(d - s, u)) / u_len
+            k = d_so * d_sd * u_len**2
+        else:  # curved: the kernel divides by |p - s|^2 (equiangular FBP); K = D_so D_sd with D_sd = R
+            radius = np.hypot(*(d - s).T)
+            e_c = (d - s) / radius[:, None]
+            k = np.sum(-s * e_c, axis=1) * radius
+    else:
+        s, d, u, vv = v[:, 0:3], v[:, 3:6], v[:, 6:9], v[:, 9:12]
+        if geometry.detector == "flat":
+            # den = n.(p - s) / n.(d - s) = L / D_sd  =>  K = D_so / D_sd
+            normal = np.cross(u, vv)
+            d_so, d_sd = np.abs(np.sum(normal * -s, axis=1)), np.abs(np.sum(normal * (d - s), axis=1))
+            k = d_so / d_sd
+        else:  # curved: the kernel divides by the squared distance from the axis through s; K = D_so R
+            h = d - s
+            radial = h - np.sum(h * vv, axis=1, keepdims=True) / np.sum(vv * vv, axis=1, keepdims=True) * vv
+            radius = np.linalg.norm(radial, axis=1)
+            k = np.sum(-s * radial / radius[:, None], axis=1) * radius
+    if np.any(k <= 0):
+        raise ValueError("geometry: weighting='fdk' needs the rotation centre (world origin) in front of the source in every view")
+    return torch.from_numpy(np.ascontiguousarray(k, dtype=np.float64))
+
+
 def _view_index(views, n_views: int, device) -> torch.Tensor:
     """A 1D int64 tensor of view indices (negative ones counted from the end) from a sequence, array,
     integer tensor, range or slice; checked.  Plain Python for sequences, so that torch.compile
@@ -141,7 +182,11 @@ class RayTransform(nn.Module):
     every voxel's projection (linearly in 2D, bilinearly in 3D), the back-projector of
     FBP/FDK, weighted by the voxel's size times the density of rays across the ray there
     (``|grad u|``, 3D ``|grad u x grad v|``); ``A``, its exact transpose, splats the voxels
-    onto the detector and approximates line integrals. CPU only so far.
+    onto the detector and approximates line integrals. ``weighting="fdk"`` replaces that
+    weight by the distance weight of fan-beam FBP and FDK, ``D_so D_sd / L^2`` (``L``: the
+    voxel's depth from the source along the central ray; 1 for parallel beams), so that
+    ``A.T`` is exactly the FBP/FDK back-projector (its transpose then approximates no line
+    integral). CPU only so far.
 
     3D: ``A(x)`` maps ``(..., nz, ny, nx)`` to ``(..., n_views, n_rows, n_cols)``.
     No per-ray table is stored in 3D: rays are set up from per-view frames when
@@ -152,9 +197,9 @@ class RayTransform(nn.Module):
     subsets, stochastic training): ``A(x, views=idx)`` equals ``A(x)[..., idx, :, ...]``.
     """
 
-    _TABLES = ("_rays", "_views", "_rays_f32", "_views_f32", "_frames")
+    _TABLES = ("_rays", "_views", "_rays_f32", "_views_f32", "_frames", "_fdk")
 
-    def __init__(self, volume: Volume, geometry, model: str = "joseph"):
+    def __init__(self, volume: Volume, geometry, model: str = "joseph", weighting: str = "line"):
         super().__init__()
         if not isinstance(volume, Volume):
             raise TypeError(f"volume must be a known_ops.Volume, got {type(volume).__name__}")
@@ -167,6 +212,10 @@ class RayTransform(nn.Module):
             raise ValueError(f"volume is {volume.ndim}D but geometry is {geometry.ndim}D")
         if model not in _MODELS:
             raise ValueError(f"model must be one of {_MODELS}, got {model!r}")
+        if weighting not in ("line", "fdk"):
+            raise ValueError(f"weighting must be 'line' or 'fdk', got {weighting!r}")
+        if weighting != "line" and model != "voxel":
+            raise ValueError("weighting='fdk' needs model='voxel' (the FBP/FDK back-projector)")
         if isinstance(geometry, FanBeam2D):
             _check_source_outside(volume, geometry)
         if isinstance(geometry, ConeBeam3D):
@@ -174,6 +223,9 @@ class RayTransform(nn.Module):
         self.volume = volume
         self.geometry = geometry
         self.model = model
+        self.weighting = weighting
+        fdk = _fdk_constants(geometry) if weighting == "fdk" else None
+        self.register_buffer("_fdk", fdk, persistent=False)
         if volume.ndim == 3:
             self._register_frames()
         else:
@@ -214,7 +266,7 @@ class RayTransform(nn.Module):
     def _apply(self, fn, recurse=True):
         # Module casts (A.float(), model.half(), model.to(dtype)) must not round
         # the geometry: each table keeps its dtype and only follows device moves.
-        tables = {name: getattr(self, name) for name in self._TABLES if hasattr(self, name)}
+        tables = {name: getattr(self, name) for name in self._TABLES if getattr(self, name, None) is not None}
         super()._apply(fn, recurse)
         for name, table in tables.items():
             setattr(self, name, table.to(getattr(self, name).device))
@@ -254,6 +306,12 @@ class RayTransform(nn.Module):
     def _n_views(self, views) -> int:
         return self.geometry.n_views if views is None else len(_view_index(views, self.geometry.n_views, "cpu"))
 
+    def _fdk_of(self, views):
+        """The FDK constants of the views used (None for the line-integral weighting)."""
+        if self._fdk is None or views is None:
+            return self._fdk
+        return self._fdk.index_select(0, _view_index(views, self.geometry.n_views, self._fdk.device))
+
     def _check_voxel_device(self, data: torch.Tensor) -> None:
         if data.device.type != "cpu":
             raise NotImplementedError(
@@ -275,9 +333,10 @@ class RayTransform(nn.Module):
         if self.model == "voxel":
             self._check_voxel_device(x)
             if self.volume.ndim == 3:
-                y = _ops.voxel3d_forward(flat, tables[0], *self.geometry.det_shape)
+                y = _ops.voxel3d_forward(flat, tables[0], *self.geometry.det_shape, self._fdk_of(views))
             else:
-                y = _ops.voxel2d_forward(flat, tables[1], self.geometry.det_count, list(self.volume.spacing))
+                y = _ops.voxel2d_forward(flat, tables[1], self.geometry.det_count, list(self.volume.spacing),
+                                         self._fdk_of(views))
         elif self.volume.ndim == 3:
             y = _ops.joseph3d_forward(flat, tables[0], *self.geometry.det_shape)
         else:
@@ -295,9 +354,10 @@ class RayTransform(nn.Module):
         if self.model == "voxel":
             self._check_voxel_device(y)
             if self.volume.ndim == 3:
-                x = _ops.voxel3d_adjoint(flat, tables[0], *self.domain_shape)
+                x = _ops.voxel3d_adjoint(flat, tables[0], *self.domain_shape, self._fdk_of(views))
             else:
-                x = _ops.voxel2d_adjoint(flat, tables[1], *self.domain_shape, list(self.volume.spacing))
+                x = _ops.voxel2d_adjoint(flat, tables[1], *self.domain_shape, list(self.volume.spacing),
+                                         self._fdk_of(views))
         elif self.volume.ndim == 3:
             x = _ops.joseph3d_adjoint(flat, tables[0], *self.domain_shape)
         else:

@@ -10,11 +10,10 @@ pi or 2 pi,
 
     f(x) = (pi / n_views) * sum_views q_view(x cos t + y sin t),   q = ramp-filtered projections,
 
-since every line is measured once over pi (twice over 2 pi, with twice the angular step). The
-voxel-driven back-projector weights each view by pixel area / du (docs/conventions.md), which
-the scale divides out. Limited-angle scans use the same formula (the missing lines are simply
-missing). Fan beams and FDK need the FDK distance weighting in the back-projector and are not
-available yet.
+since every line is measured once over pi (twice over 2 pi, with twice the angular step).
+Limited-angle scans use the same formula (the missing lines are simply missing). Fan beams:
+FDK-style weighting (``FBP``'s docstring). The back-projector is ``RayTransform(volume,
+geometry, model="voxel", weighting="fdk").T``; FDK (3D) is planned.
 """
 from __future__ import annotations
 
@@ -29,38 +28,56 @@ __all__ = ["FBP", "fbp"]
 
 
 class FBP(nn.Module):
-    """Filtered back-projection for a 2D parallel-beam ``geometry`` onto ``volume``.
+    """Filtered back-projection for a 2D parallel- or fan-beam ``geometry`` onto ``volume``.
 
     ``filter``: the window of the ramp filter (``"ram-lak"``, ``"shepp-logan"``, ``"cosine"``,
     ``"hamming"``, ``"hann"``), ``cutoff`` its frequency scaling (fraction of Nyquist),
     ``padding`` as in ``known_ops.RampFilter``; ``learnable=True`` makes the filter's frequency
-    response a parameter. Input ``(..., n_views, det_count)``, output ``(..., ny, nx)`` in the
-    phantom's units (attenuation per mm when the sinogram holds line integrals in mm).
+    response and (fan beam) the projection weights parameters initialised to the analytic ones.
+    Input ``(..., n_views, det_count)``, output ``(..., ny, nx)`` in the phantom's units
+    (attenuation per mm when the sinogram holds line integrals in mm).
+
+    Fan beam (flat or curved detector, circular scan from the constructor): cosine pre-weights
+    times Parker's redundancy weights (a full turn: 1/2; a short scan of at least pi plus the fan
+    angle: Parker's), the ramp filter on the detector, and the FDK-weighted back-projection
+    ``D_so D_sd / L^2`` times the angular step (docs/filters_and_weights.md).
     """
 
     def __init__(self, volume: ko.Volume, geometry, filter: str = "ram-lak", cutoff: float = 1.0, padding=True,
                  learnable: bool = False):
         super().__init__()
-        if not isinstance(geometry, ko.ParallelBeam2D):
+        if not isinstance(geometry, (ko.ParallelBeam2D, ko.FanBeam2D)):
             raise NotImplementedError(
-                f"FBP supports ParallelBeam2D so far, got {type(geometry).__name__}: fan-beam FBP and FDK need the "
-                "FDK distance weighting in the voxel-driven back-projector, which is not implemented yet"
+                f"FBP supports ParallelBeam2D and FanBeam2D so far, got {type(geometry).__name__} (FDK is planned)"
             )
         spacing = geometry.det_spacing
         if not torch.allclose(torch.from_numpy(spacing), torch.tensor(float(spacing[0]), dtype=torch.float64)):
             raise ValueError("geometry: FBP needs the same detector spacing in every view")
         du = float(spacing[0])
+        arc_radius = None
+        if isinstance(geometry, ko.FanBeam2D):
+            if geometry.angles is None:
+                raise ValueError("geometry: fan-beam FBP needs a circular scan built from angles (not from vectors)")
+            weights = ko.cosine_weights(geometry) * ko.parker_weights(geometry)
+            self.weighting = ko.ProjectionWeight(init=weights, learnable=learnable)
+            self.scale = abs(float(geometry.angles[1] - geometry.angles[0])) if geometry.n_views > 1 else 2 * math.pi
+            if geometry.detector == "curved":
+                arc_radius = geometry.source_distance + geometry.detector_distance
+        else:
+            self.weighting = None
+            # Every line once over pi (twice over 2 pi with twice the step): the angular step pi / n.
+            self.scale = math.pi / geometry.n_views
         self.filter = ko.RampFilter(geometry.det_count, det_spacing=du, window=filter, cutoff=cutoff,
-                                    padding=padding, learnable=learnable)
-        self.projector = ko.RayTransform(volume, geometry, model="voxel")  # its .T is the back-projector
-        sy, sx = volume.spacing
-        # (pi / n_views) for the angular sum, (du / pixel area) to undo the back-projector's weight.
-        self.scale = math.pi / geometry.n_views * du / (sx * sy)
+                                    padding=padding, learnable=learnable, arc_radius=arc_radius)
+        # .T of the FDK-weighted voxel-driven pair is the FBP back-projector (weight 1 for parallel beams).
+        self.projector = ko.RayTransform(volume, geometry, model="voxel", weighting="fdk")
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if self.weighting is not None:
+            y = self.weighting(y)
         return self.projector.T(self.filter(y)) * self.scale
 
 
 def fbp(y: torch.Tensor, volume: ko.Volume, geometry, **kwargs) -> torch.Tensor:
-    """``FBP(volume, geometry, **kwargs)(y)``, moved to ``y``'s device."""
+    """``FBP(volume, geometry, **kwargs)(y)``, moved to ``y``'s device and dtype."""
     return FBP(volume, geometry, **kwargs).to(y.device)(y)

@@ -62,17 +62,36 @@ def test_gradcheck_and_gradgradcheck(vol, geo):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_opcheck(dtype):
+@pytest.mark.parametrize("weighting", ["line", "fdk"])
+def test_opcheck(dtype, weighting):
+    ops = torch.ops.known_ops
     vol2, geo2 = SMALL[0]
-    A2 = ko.RayTransform(vol2, geo2, model="voxel")
+    A2 = ko.RayTransform(vol2, geo2, model="voxel", weighting=weighting)
     views = A2._views if dtype == torch.float64 else A2._views_f32
     spacing = list(vol2.spacing)
-    torch.library.opcheck(torch.ops.known_ops.voxel2d_forward, (torch.randn(2, 5, 6, dtype=dtype), views, 9, spacing))
-    torch.library.opcheck(torch.ops.known_ops.voxel2d_adjoint, (torch.randn(2, 3, 9, dtype=dtype), views, 5, 6, spacing))
+    torch.library.opcheck(ops.voxel2d_forward, (torch.randn(2, 5, 6, dtype=dtype), views, 9, spacing, A2._fdk))
+    torch.library.opcheck(ops.voxel2d_adjoint, (torch.randn(2, 3, 9, dtype=dtype), views, 5, 6, spacing, A2._fdk))
     vol3, geo3 = SMALL[1]
-    A3 = ko.RayTransform(vol3, geo3, model="voxel")
-    torch.library.opcheck(torch.ops.known_ops.voxel3d_forward, (torch.randn(2, 3, 4, 5, dtype=dtype), A3._frames, 4, 6))
-    torch.library.opcheck(torch.ops.known_ops.voxel3d_adjoint, (torch.randn(2, 3, 4, 6, dtype=dtype), A3._frames, 3, 4, 5))
+    A3 = ko.RayTransform(vol3, geo3, model="voxel", weighting=weighting)
+    torch.library.opcheck(ops.voxel3d_forward, (torch.randn(2, 3, 4, 5, dtype=dtype), A3._frames, 4, 6, A3._fdk))
+    torch.library.opcheck(ops.voxel3d_adjoint, (torch.randn(2, 3, 4, 6, dtype=dtype), A3._frames, 3, 4, 5, A3._fdk))
+
+
+@pytest.mark.parametrize("kind", ["parallel", "fan_flat", "fan_curved"])
+def test_fdk_weighting_adjoint_and_weights(kind):
+    """The FDK-weighted pair is matched too, and its back-projection of ones at a voxel is
+    sum_views D_so D_sd / L^2 (interpolating a constant gives the constant)."""
+    rng = np.random.default_rng(7)
+    vol = random_volume(rng)
+    geo = random_geometry(rng, vol, kind)
+    A = ko.RayTransform(vol, geo, model="voxel", weighting="fdk")
+    x = torch.randn((2,) + A.domain_shape, dtype=torch.float64)
+    y = torch.randn((2,) + A.range_shape, dtype=torch.float64)
+    assert adjoint_mismatch(A, x, y) <= 1e-6
+    if kind == "parallel":
+        # Weight 1: the back-projection of ones is the number of views whose detector sees the pixel.
+        bp = A.T(torch.ones(A.range_shape, dtype=torch.float64))
+        assert float(bp.max()) <= geo.n_views + 1e-9
 
 
 @pytest.mark.parametrize("vol, geo", SMALL, ids=["fan", "cone-curved"])
