@@ -24,7 +24,7 @@ from torch import nn
 
 import known_ops as ko
 
-__all__ = ["FBP", "fbp"]
+__all__ = ["FBP", "fbp", "FDK", "fdk"]
 
 
 class FBP(nn.Module):
@@ -46,18 +46,21 @@ class FBP(nn.Module):
     def __init__(self, volume: ko.Volume, geometry, filter: str = "ram-lak", cutoff: float = 1.0, padding=True,
                  learnable: bool = False):
         super().__init__()
-        if not isinstance(geometry, (ko.ParallelBeam2D, ko.FanBeam2D)):
+        if not isinstance(geometry, (ko.ParallelBeam2D, ko.FanBeam2D, ko.ConeBeam3D)):
             raise NotImplementedError(
-                f"FBP supports ParallelBeam2D and FanBeam2D so far, got {type(geometry).__name__} (FDK is planned)"
+                f"FBP supports ParallelBeam2D, FanBeam2D and (as FDK) circular ConeBeam3D, got {type(geometry).__name__}"
             )
-        spacing = geometry.det_spacing
-        if not torch.allclose(torch.from_numpy(spacing), torch.tensor(float(spacing[0]), dtype=torch.float64)):
+        spacing = torch.from_numpy(geometry.det_spacing)  # (n_views,) in 2D, (n_views, 2) = (dv, du) in 3D
+        if not torch.allclose(spacing, spacing[0].expand_as(spacing)):
             raise ValueError("geometry: FBP needs the same detector spacing in every view")
-        du = float(spacing[0])
+        det_spacing = float(spacing[0]) if geometry.ndim == 2 else tuple(float(s) for s in spacing[0])
+        det_size = geometry.det_count if geometry.ndim == 2 else geometry.det_shape
         arc_radius = None
-        if isinstance(geometry, ko.FanBeam2D):
+        if isinstance(geometry, (ko.FanBeam2D, ko.ConeBeam3D)):
             if geometry.angles is None:
-                raise ValueError("geometry: fan-beam FBP needs a circular scan built from angles (not from vectors)")
+                raise ValueError("geometry: fan-beam FBP and FDK need a circular scan built from angles (not from vectors)")
+            if getattr(geometry, "pitch", 0.0):
+                raise ValueError("geometry: FDK needs a circular scan (pitch = 0), not a helical one")
             weights = ko.cosine_weights(geometry) * ko.parker_weights(geometry)
             self.weighting = ko.ProjectionWeight(init=weights, learnable=learnable)
             self.scale = abs(float(geometry.angles[1] - geometry.angles[0])) if geometry.n_views > 1 else 2 * math.pi
@@ -67,15 +70,31 @@ class FBP(nn.Module):
             self.weighting = None
             # Every line once over pi (twice over 2 pi with twice the step): the angular step pi / n.
             self.scale = math.pi / geometry.n_views
-        self.filter = ko.RampFilter(geometry.det_count, det_spacing=du, window=filter, cutoff=cutoff,
+        self.filter = ko.RampFilter(det_size, det_spacing=det_spacing, window=filter, cutoff=cutoff,
                                     padding=padding, learnable=learnable, arc_radius=arc_radius)
-        # .T of the FDK-weighted voxel-driven pair is the FBP back-projector (weight 1 for parallel beams).
+        # .T of the FDK-weighted voxel-driven pair is the FBP/FDK back-projector (weight 1 for parallel beams).
         self.projector = ko.RayTransform(volume, geometry, model="voxel", weighting="fdk")
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         if self.weighting is not None:
             y = self.weighting(y)
         return self.projector.T(self.filter(y)) * self.scale
+
+
+class FDK(FBP):
+    """Feldkamp-Davis-Kress reconstruction (J. Opt. Soc. Am. A 1(6), 1984) for a circular
+    ``ConeBeam3D`` (flat or cylindrical detector, full or Parker short scan): ``FBP`` with the
+    ramp filter along the detector rows and the FDK-weighted cone-beam back-projection."""
+
+    def __init__(self, volume: ko.Volume, geometry, **kwargs):
+        if not isinstance(geometry, ko.ConeBeam3D):
+            raise TypeError(f"geometry must be a ConeBeam3D for FDK, got {type(geometry).__name__} (use FBP in 2D)")
+        super().__init__(volume, geometry, **kwargs)
+
+
+def fdk(y: torch.Tensor, volume: ko.Volume, geometry, **kwargs) -> torch.Tensor:
+    """``FDK(volume, geometry, **kwargs)(y)``, moved to ``y``'s device."""
+    return FDK(volume, geometry, **kwargs).to(y.device)(y)
 
 
 def fbp(y: torch.Tensor, volume: ko.Volume, geometry, **kwargs) -> torch.Tensor:
