@@ -290,27 +290,23 @@ class RayTransform(nn.Module):
                 f"move the operator with .to({str(data.device)!r})"
             )
 
-    def _tables(self, data: torch.Tensor, views):
-        """The geometry tables for data's dtype, restricted to `views` (None: all)."""
+    def _view_indices(self, views):
+        """The indices of `views` on the operator's device (None: all views)."""
+        return None if views is None else _view_index(views, self.geometry.n_views, self._device())
+
+    def _tables(self, data: torch.Tensor, idx):
+        """The geometry tables for data's dtype, then the FDK constants (None for the line-integral
+        weighting), restricted to the view indices `idx` (None: all views)."""
         if self.volume.ndim == 3:
             tables = (self._frames,)
         elif data.dtype == torch.float32:
             tables = (self._rays_f32, self._views_f32)
         else:
             tables = (self._rays, self._views)
-        if views is None:
+        tables += (self._fdk,)
+        if idx is None:
             return tables
-        idx = _view_index(views, self.geometry.n_views, data.device)
-        return tuple(t.index_select(0, idx) for t in tables)
-
-    def _n_views(self, views) -> int:
-        return self.geometry.n_views if views is None else len(_view_index(views, self.geometry.n_views, "cpu"))
-
-    def _fdk_of(self, views):
-        """The FDK constants of the views used (None for the line-integral weighting)."""
-        if self._fdk is None or views is None:
-            return self._fdk
-        return self._fdk.index_select(0, _view_index(views, self.geometry.n_views, self._fdk.device))
+        return tuple(None if t is None else t.index_select(0, idx) for t in tables)
 
     def _check_voxel_device(self, data: torch.Tensor) -> None:
         if data.device.type != "cpu":
@@ -327,16 +323,15 @@ class RayTransform(nn.Module):
         """Projections ``A x`` of ``x`` (..., *volume.shape); only of ``views`` when given."""
         self._check_trailing(x, "x", self.domain_shape, "the volume's shape")
         self._check_device(x, "x")
-        tables = self._tables(x, views)
+        *tables, fdk = self._tables(x, self._view_indices(views))
         lead = x.shape[: x.dim() - self.volume.ndim]
         flat = x.reshape((-1,) + tuple(self.domain_shape))
         if self.model == "voxel":
             self._check_voxel_device(x)
             if self.volume.ndim == 3:
-                y = _ops.voxel3d_forward(flat, tables[0], *self.geometry.det_shape, self._fdk_of(views))
+                y = _ops.voxel3d_forward(flat, tables[0], *self.geometry.det_shape, fdk)
             else:
-                y = _ops.voxel2d_forward(flat, tables[1], self.geometry.det_count, list(self.volume.spacing),
-                                         self._fdk_of(views))
+                y = _ops.voxel2d_forward(flat, tables[1], self.geometry.det_count, list(self.volume.spacing), fdk)
         elif self.volume.ndim == 3:
             y = _ops.joseph3d_forward(flat, tables[0], *self.geometry.det_shape)
         else:
@@ -345,19 +340,19 @@ class RayTransform(nn.Module):
 
     def adjoint(self, y: torch.Tensor, views=None) -> torch.Tensor:
         """Back-projection ``A^T y`` of ``y`` (..., n_views, *detector); of ``len(views)`` views when given."""
-        expected = (self._n_views(views),) + tuple(self.range_shape[1:])
+        idx = self._view_indices(views)
+        expected = (self.geometry.n_views if idx is None else len(idx),) + tuple(self.range_shape[1:])
         self._check_trailing(y, "y", expected, "(n_views, " + ("n_rows, n_cols)" if self.volume.ndim == 3 else "det_count)"))
         self._check_device(y, "y")
-        tables = self._tables(y, views)
+        *tables, fdk = self._tables(y, idx)
         lead = y.shape[: y.dim() - len(expected)]
         flat = y.reshape((-1,) + expected)
         if self.model == "voxel":
             self._check_voxel_device(y)
             if self.volume.ndim == 3:
-                x = _ops.voxel3d_adjoint(flat, tables[0], *self.domain_shape, self._fdk_of(views))
+                x = _ops.voxel3d_adjoint(flat, tables[0], *self.domain_shape, fdk)
             else:
-                x = _ops.voxel2d_adjoint(flat, tables[1], *self.domain_shape, list(self.volume.spacing),
-                                         self._fdk_of(views))
+                x = _ops.voxel2d_adjoint(flat, tables[1], *self.domain_shape, list(self.volume.spacing), fdk)
         elif self.volume.ndim == 3:
             x = _ops.joseph3d_adjoint(flat, tables[0], *self.domain_shape)
         else:

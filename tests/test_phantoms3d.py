@@ -10,8 +10,6 @@ import phantoms
 import phantoms.ellipsoids as ellipsoids_module
 from phantoms import Ellipse, Ellipsoid
 
-_HAS_3D_GEOMETRY = hasattr(ko, "ConeBeam3D") and hasattr(ko, "ParallelBeam3D")
-needs_3d_geometry = pytest.mark.skipif(not _HAS_3D_GEOMETRY, reason="known_ops has no ConeBeam3D / ParallelBeam3D yet")
 
 # Schabel's phantom3d.m "Modified Shepp-Logan" as printed there: A, a, b, c, x0, y0, z0, phi, theta, psi.
 _PHANTOM3D_ROWS = [
@@ -497,7 +495,6 @@ def test_projection_scale_defaults_and_volume_derivation():
     assert not torch.allclose(phantoms.shepp_logan_3d_projections(geo, modified=False, dtype=torch.float64), default)
 
 
-@needs_3d_geometry
 def test_cone_beam_3d_projections_match_hand_built_rays():
     angles = ko.uniform_angles(4, 2 * math.pi)
     geo = ko.ConeBeam3D(angles=angles, source_distance=500.0, detector_distance=500.0, det_shape=(16, 20),
@@ -510,7 +507,6 @@ def test_cone_beam_3d_projections_match_hand_built_rays():
     assert p.max() > 40.0  # about 2 * 92 mm of skull (1.0) minus 2 * 87 mm of brain (0.8), plus the rest
 
 
-@needs_3d_geometry
 def test_parallel_beam_3d_projections_match_hand_built_rays():
     angles = ko.uniform_angles(5, math.pi)
     geo = ko.ParallelBeam3D(angles, (12, 14), 10.0)
@@ -522,7 +518,6 @@ def test_parallel_beam_3d_projections_match_hand_built_rays():
     assert p.max() > 25.0
 
 
-@needs_3d_geometry
 def test_curved_and_flat_cone_detectors_give_the_same_integral_for_the_same_ray():
     d_so, d_od, phi = 500.0, 400.0, 0.21
     angles = ko.uniform_angles(24, 2 * math.pi, start=0.05)
