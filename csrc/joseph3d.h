@@ -349,7 +349,7 @@ KO_HD void detector_box(const T* f, const T (&pts)[N][3], T* col_lo, T* col_hi, 
   using namespace frame3;
   const bool curved = f[kColScale] != T(0);
   T clo = T(0), chi = T(0), rlo = T(0), rhi = T(0), den_lo = T(0), dist_hi = T(0);
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
   for (int q = 0; q < N; ++q) {
@@ -434,7 +434,7 @@ template <int MAJOR, typename T>
 KO_HD T gather_pass3d(const T* f, const T* rays, const T* proj, int64_t n_rows, int64_t n_cols, const int32_t (&idx)[3]) {
   constexpr int b = minor_b(MAJOR), c = minor_c(MAJOR);
   T pts[4][3];
-#if defined(__CUDACC__)
+#if defined(__CUDA_ARCH__)
 #pragma unroll
 #endif
   for (int q = 0; q < 4; ++q) {

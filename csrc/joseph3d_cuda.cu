@@ -132,6 +132,18 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Writes the ray table of views [v0, v0 + n_chunk) and their sets of major
+// axes (the first step of every chunk, forward and adjoint alike).
+template <typename T>
+cudaError_t write_ray_table(const double* frames, T* rays, int* majors, int64_t v0, int64_t n_chunk, int64_t n_rows,
+                            int64_t n_cols, cudaStream_t stream) {
+  const cudaError_t err = cudaMemsetAsync(majors, 0, sizeof(int) * n_chunk, stream);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(unsigned(blocks_for(n_rows * n_cols, kThreads, kMaxGridX)), unsigned(min64(n_chunk, kMaxGridYZ)));
+  ray_table3d_kernel<T><<<grid, kThreads, 0, stream>>>(frames, rays, majors, v0, n_chunk, n_rows, n_cols);
+  return cudaGetLastError();
+}
+
 }  // namespace
 
 template <typename T>
@@ -146,11 +158,7 @@ cudaError_t joseph3d_forward_cuda(const T* volume, const T* swapped, const doubl
   const bool small = nz * ny * nx < (int64_t(1) << 31);
   for (int64_t v0 = 0; v0 < n_views; v0 += chunk_views) {
     const int64_t n_chunk = min64(chunk_views, n_views - v0);
-    cudaError_t err = cudaMemsetAsync(majors, 0, sizeof(int) * n_chunk, stream);
-    if (err != cudaSuccess) return err;
-    const dim3 table_grid(unsigned(blocks_for(view_size, kThreads, kMaxGridX)), unsigned(min64(n_chunk, kMaxGridYZ)));
-    ray_table3d_kernel<T><<<table_grid, kThreads, 0, stream>>>(frames, rays, majors, v0, n_chunk, n_rows, n_cols);
-    err = cudaGetLastError();
+    cudaError_t err = write_ray_table(frames, rays, majors, v0, n_chunk, n_rows, n_cols, stream);
     if (err != cudaSuccess) return err;
     const unsigned grid = unsigned(blocks_for(n_chunk * view_size, kThreads, kMaxGridX));
     if (small)
@@ -173,17 +181,12 @@ cudaError_t joseph3d_adjoint_cuda(const T* proj, const double* frames, const T* 
   if (batch == 0 || n_vox == 0) return cudaSuccess;
   if (n_views == 0 || view_size == 0) return cudaMemsetAsync(out, 0, sizeof(T) * batch * n_vox, stream);
   if (chunk_views < 1) return cudaErrorInvalidValue;
-  const dim3 table_block(kThreads), gather_block(kThreads);
   for (int64_t v0 = 0; v0 < n_views; v0 += chunk_views) {
     const int64_t n_chunk = min64(chunk_views, n_views - v0);
-    cudaError_t err = cudaMemsetAsync(majors, 0, sizeof(int) * n_chunk, stream);
-    if (err != cudaSuccess) return err;
-    const dim3 table_grid(unsigned(blocks_for(view_size, kThreads, kMaxGridX)), unsigned(min64(n_chunk, kMaxGridYZ)));
-    ray_table3d_kernel<T><<<table_grid, table_block, 0, stream>>>(frames, rays, majors, v0, n_chunk, n_rows, n_cols);
-    err = cudaGetLastError();
+    cudaError_t err = write_ray_table(frames, rays, majors, v0, n_chunk, n_rows, n_cols, stream);
     if (err != cudaSuccess) return err;
     const dim3 gather_grid(unsigned(blocks_for(n_vox, kThreads, kMaxGridX)), unsigned(min64(batch, kMaxGridYZ)));
-    gather3d_kernel<T><<<gather_grid, gather_block, 0, stream>>>(proj, frames_t, rays, majors, out, batch, n_views,
+    gather3d_kernel<T><<<gather_grid, kThreads, 0, stream>>>(proj, frames_t, rays, majors, out, batch, n_views,
                                                                  v0, n_chunk, n_rows, n_cols, nz, ny, nx);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;

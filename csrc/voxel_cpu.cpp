@@ -15,7 +15,6 @@
 #include <vector>
 
 #include "cpu_parallel.h"
-#include "joseph2d_cpu.h"
 #include "joseph3d_cpu.h"
 #include "voxel.h"
 
