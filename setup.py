@@ -53,7 +53,8 @@ if with_cuda:
         "known_ops._C",
         cpu_sources
         + ["csrc/joseph2d_cuda_binding.cpp", "csrc/joseph2d_cuda.cu"]
-        + ["csrc/joseph3d_cuda_binding.cpp", "csrc/joseph3d_cuda.cu"],
+        + ["csrc/joseph3d_cuda_binding.cpp", "csrc/joseph3d_cuda.cu"]
+        + ["csrc/voxel_cuda_binding.cpp", "csrc/voxel_cuda.cu"],
         extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20"]},
     )
 else:

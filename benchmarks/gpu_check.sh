@@ -8,10 +8,12 @@
 #   4. run the CUDA tests (CPU vs CUDA agreement),
 #   5. time ours on CUDA: case a with a batch of 256, the GPU target's problem (256 views, batch 256),
 #      case c, and the 3D cone case g (256^3 voxels, 256x256 detector, 256 views), via
-#      benchmarks/operators.py --device cuda (against the grid_sample baseline).
+#      benchmarks/operators.py --device cuda (against the grid_sample baseline),
+#   6. time the voxel-driven pair and FBP/FDK on CUDA (benchmarks/voxel_timing.py).
 # Note: case g (3D) adds about a minute (its grid_sample baseline builds its trilinear grids in each call);
 # GPU_CHECK_CASES overrides the cases timed (e.g. a256,g256,c to leave the 3D case out).
-# Results go to $OUT when it is set, else benchmarks/results/: gpu_operators.{json,md} and gpu_check.log.
+# Results go to $OUT when it is set, else benchmarks/results/: gpu_operators.{json,md},
+# gpu_voxel_timing.{json,md} and gpu_check.log.
 # Environment: PYTHON (default python3), MAX_JOBS (build parallelism), TORCH_CUDA_ARCH_LIST (default: the
 # GPUs present), GPU_CHECK_REPEATS (timed repeats, default 20), GPU_CHECK_CASES (default a256,g256,c,g).
 # Meant to finish within about 5 minutes.
@@ -78,6 +80,9 @@ echo "tests done after $((SECONDS - START)) s (pytest exit status $TEST_STATUS)"
 step "timings on CUDA"
 "$PY" benchmarks/operators.py --device cuda --cases "${GPU_CHECK_CASES:-a256,g256,c,g}" --peers ours,grid_sample \
     --repeats "${GPU_CHECK_REPEATS:-20}" --output-dir "$RESULTS_DIR" --name gpu_operators
+
+step "voxel-driven pair and FBP/FDK timings on CUDA"
+"$PY" benchmarks/voxel_timing.py --device cuda --output-dir "$RESULTS_DIR" --name gpu_voxel_timing
 
 step "done in $((SECONDS - START)) s; results in $RESULTS_DIR"
 exit "$TEST_STATUS"

@@ -64,6 +64,14 @@ KO_HD bool linear_taps(T b, int64_t n, int64_t* lower, T* upper_weight) {
   return true;
 }
 
+// The taps of pixel (i, j) on a 2D view's detector (n_det bins): lower bin c,
+// weight f of c + 1, and the pair's weight w; false when it projects off it.
+template <typename T>
+KO_HD bool voxel2d_taps(const T* view, T sy, T sx, int64_t i, int64_t j, T fdk, int64_t n_det, int64_t* c, T* f,
+                        T* w) {
+  return linear_taps(voxel2d_bin(view, sy, sx, T(i), T(j), fdk, w), n_det, c, f);
+}
+
 // 3D: the continuous detector position (col, row) of voxel (k, i, j) in a view
 // (the map part of its frame, in T) and the pair's weight there.
 template <typename T>
@@ -100,6 +108,72 @@ KO_HD void voxel3d_position(const T* f, T k, T i, T j, T fdk, T* col, T* row, T*
   const T b0 = gr[0] / s0, b1 = gr[1] / s1, b2 = gr[2] / s2;
   const T c0 = a1 * b2 - a2 * b1, c1 = a2 * b0 - a0 * b2, c2 = a0 * b1 - a1 * b0;
   *weight = fdk > T(0) ? fdk / depth2 : s0 * s1 * s2 * sqrt_(c0 * c0 + c1 * c1 + c2 * c2);
+}
+
+
+// Interpolated value of one view's detector row `bins` (n_det values) at the
+// taps (c, f) of linear_taps, zero beyond its ends.
+template <typename T>
+KO_HD T interpolate_bins(const T* bins, int64_t n_det, int64_t c, T f) {
+  T value = T(0);
+  if (c >= 0) value += (T(1) - f) * bins[c];
+  if (c + 1 < n_det) value += f * bins[c + 1];
+  return value;
+}
+
+// The transpose of interpolate_bins: `add(pointer, amount)` spreads `value`
+// onto the two taps (a plain += on the CPU, an atomic add on the GPU).
+template <typename T, typename Add>
+KO_HD void splat_bins(T* bins, int64_t n_det, int64_t c, T f, T value, const Add& add) {
+  if (c >= 0) add(bins + c, value * (T(1) - f));
+  if (c + 1 < n_det) add(bins + c + 1, value * f);
+}
+
+// The four bilinear taps of a voxel on a 3D view's detector (rows r, r + 1;
+// cols c, c + 1; fr, fc the weights of r + 1 and c + 1) and the pair's weight
+// w; hit is false when the voxel projects off the detector.
+template <typename T>
+struct DetectorTaps {
+  bool hit;
+  int64_t r, c;
+  T fr, fc, w;
+};
+
+template <typename T>
+KO_HD DetectorTaps<T> detector_taps(const T* frame_t, T fdk, int64_t k, int64_t i, int64_t j, int64_t n_rows,
+                                    int64_t n_cols) {
+  DetectorTaps<T> t{};
+  T col, row;
+  voxel3d_position(frame_t, T(k), T(i), T(j), fdk, &col, &row, &t.w);
+  t.hit = linear_taps(col, n_cols, &t.c, &t.fc) && linear_taps(row, n_rows, &t.r, &t.fr);
+  return t;
+}
+
+// Bilinear interpolation of one view's detector (n_rows x n_cols) at the
+// taps, zero outside it (without the weight w).
+template <typename T>
+KO_HD T interpolate_detector(const T* view, int64_t n_rows, int64_t n_cols, const DetectorTaps<T>& d) {
+  const bool r0 = d.r >= 0, r1 = d.r + 1 < n_rows, c0 = d.c >= 0, c1 = d.c + 1 < n_cols;
+  const T* p = view + d.r * n_cols + d.c;
+  T lower = T(0), upper = T(0);
+  if (r0 && c0) lower += (T(1) - d.fc) * p[0];
+  if (r0 && c1) lower += d.fc * p[1];
+  if (r1 && c0) upper += (T(1) - d.fc) * p[n_cols];
+  if (r1 && c1) upper += d.fc * p[n_cols + 1];
+  return (T(1) - d.fr) * lower + d.fr * upper;
+}
+
+// The transpose of interpolate_detector: `value` spread onto the four taps with `add`.
+template <typename T, typename Add>
+KO_HD void splat_detector(T* view, int64_t n_rows, int64_t n_cols, const DetectorTaps<T>& d, T value,
+                          const Add& add) {
+  const bool r0 = d.r >= 0, r1 = d.r + 1 < n_rows, c0 = d.c >= 0, c1 = d.c + 1 < n_cols;
+  T* o = view + d.r * n_cols + d.c;
+  const T lower = value * (T(1) - d.fr), upper = value * d.fr;
+  if (r0 && c0) add(o, lower * (T(1) - d.fc));
+  if (r0 && c1) add(o + 1, lower * d.fc);
+  if (r1 && c0) add(o + n_cols, upper * (T(1) - d.fc));
+  if (r1 && c1) add(o + n_cols + 1, upper * d.fc);
 }
 
 }  // namespace known_ops

@@ -186,7 +186,8 @@ class RayTransform(nn.Module):
     weight by the distance weight of fan-beam FBP and FDK, ``D_so D_sd / L^2`` (``L``: the
     voxel's depth from the source along the central ray; 1 for parallel beams), so that
     ``A.T`` is exactly the FBP/FDK back-projector (its transpose then approximates no line
-    integral). CPU only so far.
+    integral). CPU and CUDA (on CUDA ``A`` splats with atomic adds, so its last bits may
+    vary between runs; ``A.T`` is deterministic on both).
 
     3D: ``A(x)`` maps ``(..., nz, ny, nx)`` to ``(..., n_views, n_rows, n_cols)``.
     No per-ray table is stored in 3D: rays are set up from per-view frames when
@@ -308,12 +309,6 @@ class RayTransform(nn.Module):
             return tables
         return tuple(None if t is None else t.index_select(0, idx) for t in tables)
 
-    def _check_voxel_device(self, data: torch.Tensor) -> None:
-        if data.device.type != "cpu":
-            raise NotImplementedError(
-                f"model='voxel' runs on the CPU only so far (data on {data.device}); use model='joseph' on {data.device.type}"
-            )
-
     def _check_trailing(self, t: torch.Tensor, name: str, expected: tuple[int, ...], what: str) -> None:
         _check_floating(t, name)
         if t.dim() < len(expected) or tuple(t.shape[-len(expected):]) != tuple(expected):
@@ -327,7 +322,6 @@ class RayTransform(nn.Module):
         lead = x.shape[: x.dim() - self.volume.ndim]
         flat = x.reshape((-1,) + tuple(self.domain_shape))
         if self.model == "voxel":
-            self._check_voxel_device(x)
             if self.volume.ndim == 3:
                 y = _ops.voxel3d_forward(flat, tables[0], *self.geometry.det_shape, fdk)
             else:
@@ -348,7 +342,6 @@ class RayTransform(nn.Module):
         lead = y.shape[: y.dim() - len(expected)]
         flat = y.reshape((-1,) + expected)
         if self.model == "voxel":
-            self._check_voxel_device(y)
             if self.volume.ndim == 3:
                 x = _ops.voxel3d_adjoint(flat, tables[0], *self.domain_shape, fdk)
             else:

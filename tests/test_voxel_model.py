@@ -144,11 +144,3 @@ def test_forward_approximates_line_integrals_3d():
     x = phantoms.shepp_logan_3d(vol, dtype=torch.float64, scale=64.0)
     exact = phantoms.shepp_logan_3d_projections(geo, scale=64.0, dtype=torch.float64)
     assert relative_error(ko.RayTransform(vol, geo, model="voxel")(x), exact) < 3.6 * 2.0 / 64
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
-def test_cuda_is_a_clear_error_for_now():
-    vol, geo = SMALL[0]
-    A = ko.RayTransform(vol, geo, model="voxel").to("cuda")
-    with pytest.raises(NotImplementedError, match="model='voxel' runs on the CPU only"):
-        A(torch.rand(vol.shape, device="cuda"))
