@@ -12,8 +12,8 @@ pi or 2 pi,
 
 since every line is measured once over pi (twice over 2 pi, with twice the angular step).
 Limited-angle scans use the same formula (the missing lines are simply missing). Fan beams:
-FDK-style weighting (``FBP``'s docstring). The back-projector is ``RayTransform(volume,
-geometry, model="voxel", weighting="fdk").T``; FDK (3D) is planned.
+FDK-style weighting (``FBP``'s docstring); ``FDK`` for circular cone beams. The back-projector
+is ``RayTransform(volume, geometry, model="voxel", weighting="fdk").T``.
 """
 from __future__ import annotations
 
@@ -28,13 +28,16 @@ __all__ = ["FBP", "fbp", "FDK", "fdk"]
 
 
 class FBP(nn.Module):
-    """Filtered back-projection for a 2D parallel- or fan-beam ``geometry`` onto ``volume``.
+    """Filtered back-projection for a 2D parallel- or fan-beam ``geometry`` onto ``volume``, or
+    for a 3D parallel beam (slice-wise parallel FBP: every detector row filtered, then the
+    3D back-projection).
 
     ``filter``: the window of the ramp filter (``"ram-lak"``, ``"shepp-logan"``, ``"cosine"``,
     ``"hamming"``, ``"hann"``), ``cutoff`` its frequency scaling (fraction of Nyquist),
     ``padding`` as in ``known_ops.RampFilter``; ``learnable=True`` makes the filter's frequency
     response and (fan beam) the projection weights parameters initialised to the analytic ones.
-    Input ``(..., n_views, det_count)``, output ``(..., ny, nx)`` in the phantom's units
+    Input ``(..., n_views, det_count)`` (3D: ``(..., n_views, n_rows, n_cols)``), output
+    ``(..., ny, nx)`` (3D: ``(..., nz, ny, nx)``) in the phantom's units
     (attenuation per mm when the sinogram holds line integrals in mm).
 
     Fan beam (flat or curved detector, circular scan from the constructor): cosine pre-weights
@@ -46,9 +49,10 @@ class FBP(nn.Module):
     def __init__(self, volume: ko.Volume, geometry, filter: str = "ram-lak", cutoff: float = 1.0, padding=True,
                  learnable: bool = False):
         super().__init__()
-        if not isinstance(geometry, (ko.ParallelBeam2D, ko.FanBeam2D, ko.ConeBeam3D)):
-            raise NotImplementedError(
-                f"FBP supports ParallelBeam2D, FanBeam2D and (as FDK) circular ConeBeam3D, got {type(geometry).__name__}"
+        if not isinstance(geometry, (ko.ParallelBeam2D, ko.FanBeam2D, ko.ParallelBeam3D, ko.ConeBeam3D)):
+            raise TypeError(
+                "geometry must be a ParallelBeam2D, FanBeam2D, ParallelBeam3D or (as FDK) a circular ConeBeam3D, "
+                f"got {type(geometry).__name__}"
             )
         spacing = torch.from_numpy(geometry.det_spacing)  # (n_views,) in 2D, (n_views, 2) = (dv, du) in 3D
         if not torch.allclose(spacing, spacing[0].expand_as(spacing)):
