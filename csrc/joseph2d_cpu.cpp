@@ -42,17 +42,8 @@ constexpr int64_t kPad = 2;  // zero rows on each side of the interpolated axis
 // tasks were 1.3x (one image) to 2.4x (a batch of 16) faster than 8.
 constexpr int64_t kAdjointTasks = 4;
 
-namespace portable {
-#define KO_TARGET inline
-#include "joseph2d_cpu_kernels.inc"
-#undef KO_TARGET
-}  // namespace portable
-
-namespace avx2 {
-#define KO_TARGET __attribute__((target("avx2,fma")))
-#include "joseph2d_cpu_kernels.inc"
-#undef KO_TARGET
-}  // namespace avx2
+#define KO_KERNELS "joseph2d_cpu_kernels.inc"
+#include "simd_builds.inc"  // namespaces portable and avx2
 
 // Copies image (ny, nx) into `rows` ((ny + 2 kPad) x nx) and its transpose into
 // `cols` ((nx + 2 kPad) x ny); the padding is zero.

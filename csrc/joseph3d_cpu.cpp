@@ -33,17 +33,8 @@
 namespace known_ops {
 namespace {
 
-namespace portable {
-#define KO_TARGET inline
-#include "joseph3d_cpu_kernels.inc"
-#undef KO_TARGET
-}  // namespace portable
-
-namespace avx2 {
-#define KO_TARGET __attribute__((target("avx2,fma")))
-#include "joseph3d_cpu_kernels.inc"
-#undef KO_TARGET
-}  // namespace avx2
+#define KO_KERNELS "joseph3d_cpu_kernels.inc"
+#include "simd_builds.inc"  // namespaces portable and avx2
 
 // The major indices [*i0, *i1] at which all four taps of a sample lie inside
 // the volume: positions in [0, n_b - 1) and [0, n_c - 1), shrunk by a margin

@@ -44,6 +44,10 @@ struct Scalar {
   static T hsum(real a) { return a; }
   static void store_index(int32_t* p, index a) { *p = a; }
   static real gather(const T* base, index idx, mask m) { return m ? base[idx] : T(0); }
+  // max / min return b when a is NaN, as the AVX2 instructions do
+  static real max(real a, real b) { return a > b ? a : b; }
+  static real min(real a, real b) { return a < b ? a : b; }
+  static mask and_mask(mask a, mask b) { return a && b; }
 };
 
 // ---- AVX2, float: 8 lanes -----------------------------------------------------------------------
@@ -84,6 +88,9 @@ struct Avx2<float> {
   KO_AVX2 static real gather(const float* base, index idx, mask m) {
     return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), base, idx, _mm256_castsi256_ps(m), 4);
   }
+  KO_AVX2 static real max(real a, real b) { return _mm256_max_ps(a, b); }
+  KO_AVX2 static real min(real a, real b) { return _mm256_min_ps(a, b); }
+  KO_AVX2 static mask and_mask(mask a, mask b) { return _mm256_and_si256(a, b); }
 };
 
 // ---- AVX2, double: 4 lanes (int32 indices in a 128-bit register) ------------------------------
@@ -120,6 +127,9 @@ struct Avx2<double> {
   KO_AVX2 static real gather(const double* base, index idx, mask m) {
     return _mm256_mask_i32gather_pd(_mm256_setzero_pd(), base, idx, _mm256_castsi256_pd(_mm256_cvtepi32_epi64(m)), 8);
   }
+  KO_AVX2 static real max(real a, real b) { return _mm256_max_pd(a, b); }
+  KO_AVX2 static real min(real a, real b) { return _mm256_min_pd(a, b); }
+  KO_AVX2 static mask and_mask(mask a, mask b) { return _mm_and_si128(a, b); }
 };
 
 // True when this CPU can run the Avx2<> instantiations.

@@ -31,26 +31,44 @@ KO_HD double sqrt_(double x) { return sqrt(x); }
 // (in 3D: from the axis through it), as the equiangular formula has it.
 
 // 2D: the continuous bin b of pixel (i, j) in a view (VIEW_FIELDS table) and
-// the pair's weight there; sy, sx: pixel size (mm).
-template <typename T>
-KO_HD T voxel2d_bin(const T* view, T sy, T sx, T i, T j, T fdk, T* weight) {
+// the pair's weight there; sy, sx: pixel size (mm).  CURVED: the view's
+// arc_scale (view[6]) is not 0; FDK: fdk > 0.  (Template flags rather than
+// branches, so that a loop over a row of pixels has no control flow and
+// vectorises; voxel2d_bin picks them at run time.)
+template <bool CURVED, bool FDK, typename T>
+KO_HD T voxel2d_bin_as(const T* view, T sy, T sx, T i, T j, T fdk, T* weight) {
   const T num = view[0] + view[1] * i + view[2] * j;
   const T den = view[3] + view[4] * i + view[5] * j;
   const T t = num / den;
-  T gi = (view[1] - t * view[4]) / den, gj = (view[2] - t * view[5]) / den;  // dt/di, dt/dj
-  T b, depth2 = den * den;
-  if (view[6] != T(0)) {  // curved: b = atan(t) * arc_scale + centre; num, den: coordinates of p - s
-    const T s = view[6] / (T(1) + t * t);
-    gi *= s;
-    gj *= s;
+  T b, depth2 = den * den, arc = T(1);
+  if (CURVED) {  // b = atan(t) * arc_scale + centre; num, den: coordinates of p - s
+    arc = view[6] / (T(1) + t * t);  // db/dt
     b = atan_(t) * view[6] + view[7];
     depth2 += num * num;
   } else {
     b = t + view[7];
   }
-  const T gy = gi / sy, gx = gj / sx;
-  *weight = fdk > T(0) ? fdk / depth2 : sy * sx * sqrt_(gy * gy + gx * gx);
+  if (FDK) {
+    *weight = fdk / depth2;
+  } else {
+    T gi = (view[1] - t * view[4]) / den, gj = (view[2] - t * view[5]) / den;  // dt/di, dt/dj
+    if (CURVED) {
+      gi *= arc;
+      gj *= arc;
+    }
+    const T gy = gi / sy, gx = gj / sx;
+    *weight = sy * sx * sqrt_(gy * gy + gx * gx);
+  }
   return b;
+}
+
+template <typename T>
+KO_HD T voxel2d_bin(const T* view, T sy, T sx, T i, T j, T fdk, T* weight) {
+  if (view[6] != T(0))
+    return fdk > T(0) ? voxel2d_bin_as<true, true>(view, sy, sx, i, j, fdk, weight)
+                      : voxel2d_bin_as<true, false>(view, sy, sx, i, j, fdk, weight);
+  return fdk > T(0) ? voxel2d_bin_as<false, true>(view, sy, sx, i, j, fdk, weight)
+                    : voxel2d_bin_as<false, false>(view, sy, sx, i, j, fdk, weight);
 }
 
 // Linear interpolation taps of position b on n bins: the lower index and the
@@ -72,34 +90,22 @@ KO_HD bool voxel2d_taps(const T* view, T sy, T sx, int64_t i, int64_t j, T fdk, 
   return linear_taps(voxel2d_bin(view, sy, sx, T(i), T(j), fdk, w), n_det, c, f);
 }
 
-// 3D: the continuous detector position (col, row) of voxel (k, i, j) in a view
-// (the map part of its frame, in T) and the pair's weight there.
-template <typename T>
-KO_HD void voxel3d_position(const T* f, T k, T i, T j, T fdk, T* col, T* row, T* weight) {
+// The line-integral weight of voxel3d_position_as: voxel volume * |grad col x
+// grad row| (world units), from the map values nc, nr, nd at the voxel.
+template <bool CURVED, typename T>
+KO_HD T line_weight3d(const T* f, T nc, T nr, T nd, T rho2, T rho, T col, T row) {
   using namespace frame3;
   const T* mc = f + kMapCol;
   const T* mr = f + kMapRow;
   const T* md = f + kMapDen;
-  const T nc = mc[0] + mc[1] * k + mc[2] * i + mc[3] * j;
-  const T nr = mr[0] + mr[1] * k + mr[2] * i + mr[3] * j;
-  const T nd = md[0] + md[1] * k + md[2] * i + md[3] * j;
   T gc[3], gr[3];  // gradients of col and row in index coordinates (k, i, j)
-  T depth2 = nd * nd;
-  if (f[kColScale] != T(0)) {  // cylinder: col = atan(nc/nd) Sc + Cm, row = nr / rho Sr + Rm
-    const T rho2 = nc * nc + nd * nd, rho = sqrt_(rho2);
-    depth2 = rho2;
-    *col = atan_(nc / nd) * f[kColScale] + f[kColMid];
-    *row = nr / rho * f[kRowScale] + f[kRowMid];
-    for (int q = 0; q < 3; ++q) {
+  for (int q = 0; q < 3; ++q) {
+    if (CURVED) {
       gc[q] = f[kColScale] * (nd * mc[q + 1] - nc * md[q + 1]) / rho2;
       gr[q] = f[kRowScale] * (mr[q + 1] / rho - nr * (nc * mc[q + 1] + nd * md[q + 1]) / (rho2 * rho));
-    }
-  } else {  // projective: col = nc / nd, row = nr / nd
-    *col = nc / nd;
-    *row = nr / nd;
-    for (int q = 0; q < 3; ++q) {
-      gc[q] = (mc[q + 1] - *col * md[q + 1]) / nd;
-      gr[q] = (mr[q + 1] - *row * md[q + 1]) / nd;
+    } else {
+      gc[q] = (mc[q + 1] - col * md[q + 1]) / nd;
+      gr[q] = (mr[q + 1] - row * md[q + 1]) / nd;
     }
   }
   // world gradients (divide by the spacing of each index axis), then |gc x gr|
@@ -107,9 +113,53 @@ KO_HD void voxel3d_position(const T* f, T k, T i, T j, T fdk, T* col, T* row, T*
   const T a0 = gc[0] / s0, a1 = gc[1] / s1, a2 = gc[2] / s2;
   const T b0 = gr[0] / s0, b1 = gr[1] / s1, b2 = gr[2] / s2;
   const T c0 = a1 * b2 - a2 * b1, c1 = a2 * b0 - a0 * b2, c2 = a0 * b1 - a1 * b0;
-  *weight = fdk > T(0) ? fdk / depth2 : s0 * s1 * s2 * sqrt_(c0 * c0 + c1 * c1 + c2 * c2);
+  return s0 * s1 * s2 * sqrt_(c0 * c0 + c1 * c1 + c2 * c2);
 }
 
+// 3D: the continuous detector position (col, row) of voxel (k, i, j) in a view
+// (the map part of its frame, in T) and the pair's weight there.  CURVED: a
+// cylindrical detector (the frame's col scale is not 0); FDK: fdk > 0
+// (template flags, as for voxel2d_bin_as; voxel3d_position picks them).
+template <bool CURVED, bool FDK, typename T>
+KO_HD void voxel3d_position_as(const T* f, T k, T i, T j, T fdk, T* col, T* row, T* weight) {
+  using namespace frame3;
+  const T* mc = f + kMapCol;
+  const T* mr = f + kMapRow;
+  const T* md = f + kMapDen;
+  const T nc = mc[0] + mc[1] * k + mc[2] * i + mc[3] * j;
+  const T nr = mr[0] + mr[1] * k + mr[2] * i + mr[3] * j;
+  const T nd = md[0] + md[1] * k + md[2] * i + md[3] * j;
+  T depth2 = nd * nd;
+  T rho2 = T(0), rho = T(0);
+  if (CURVED) {  // cylinder: col = atan(nc/nd) Sc + Cm, row = nr / rho Sr + Rm
+    rho2 = nc * nc + nd * nd;
+    rho = sqrt_(rho2);
+    depth2 = rho2;
+    *col = atan_(nc / nd) * f[kColScale] + f[kColMid];
+    *row = nr / rho * f[kRowScale] + f[kRowMid];
+  } else {  // projective: col = nc / nd, row = nr / nd
+    *col = nc / nd;
+    *row = nr / nd;
+  }
+  if (FDK)
+    *weight = fdk / depth2;
+  else
+    *weight = line_weight3d<CURVED>(f, nc, nr, nd, rho2, rho, *col, *row);
+}
+
+template <typename T>
+KO_HD void voxel3d_position(const T* f, T k, T i, T j, T fdk, T* col, T* row, T* weight) {
+  if (f[frame3::kColScale] != T(0)) {
+    if (fdk > T(0))
+      voxel3d_position_as<true, true>(f, k, i, j, fdk, col, row, weight);
+    else
+      voxel3d_position_as<true, false>(f, k, i, j, fdk, col, row, weight);
+  } else if (fdk > T(0)) {
+    voxel3d_position_as<false, true>(f, k, i, j, fdk, col, row, weight);
+  } else {
+    voxel3d_position_as<false, false>(f, k, i, j, fdk, col, row, weight);
+  }
+}
 
 // Interpolated value of one view's detector row `bins` (n_det values) at the
 // taps (c, f) of linear_taps, zero beyond its ends.

@@ -13,14 +13,39 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <vector>
 
 #include "cpu_parallel.h"
 #include "joseph3d_cpu.h"
+#include "simd.h"
 #include "voxel.h"
 
 namespace known_ops {
 namespace {
+
+#define KO_KERNELS "voxel_cpu_kernels.inc"
+#include "simd_builds.inc"  // namespaces portable and avx2
+
+// The row loops of the build this CPU runs (simd::use_avx2).
+template <typename T>
+struct RowLoops {
+  void (*positions_2d)(const T*, T, T, int64_t, int64_t, T, T*, T*);
+  void (*accumulate)(const T*, const T*, const T*, int64_t, int64_t, T*);
+  void (*positions_3d)(const T*, T, int64_t, int64_t, int64_t, T*, T*, T*);
+  void (*accumulate_3d)(const T*, const T*, const T*, const T*, int64_t, int64_t, int64_t, T*);
+  static RowLoops pick() {
+    if (simd::use_avx2())
+      return {avx2::voxel2d_row<T>, avx2::accumulate_row<simd::Avx2<T>, T>, avx2::voxel3d_row<T>,
+              avx2::accumulate_row_3d<simd::Avx2<T>, T>};
+    return {portable::voxel2d_row<T>, portable::accumulate_row<simd::Scalar<T>, T>, portable::voxel3d_row<T>,
+            portable::accumulate_row_3d<simd::Scalar<T>, T>};
+  }
+};
+
+// Row buffers are padded to a multiple of the widest SIMD width (8 floats).
+constexpr int64_t kRowPad = 8;
+int64_t padded_length(int64_t n) { return (n + kRowPad - 1) / kRowPad * kRowPad; }
 
 // The splat's accumulation on the CPU: each output is written by one thread.
 struct AddTo {
@@ -61,80 +86,93 @@ const T* pointer_or_null(const at::Tensor& t) {
 template <typename T>
 void voxel2d_forward_impl(const T* img, const T* views, const T* fdk, T* out, int64_t batch, int64_t n_views,
                           int64_t n_det, int64_t ny, int64_t nx, T sy, T sx) {
+  const RowLoops<T> loops = RowLoops<T>::pick();
   parallel_items(n_views, [&](int64_t v0, int64_t v1) {
+    std::vector<T> positions(nx), weights(nx);
     for (int64_t v = v0; v < v1; ++v) {
       const T* view = views + v * VIEW_FIELDS;
-      for (int64_t i = 0; i < ny; ++i)
+      for (int64_t i = 0; i < ny; ++i) {
+        loops.positions_2d(view, sy, sx, i, nx, fdk ? fdk[v] : T(0), positions.data(), weights.data());
         for (int64_t j = 0; j < nx; ++j) {
-          T w, f;
+          T f;
           int64_t c;
-          if (!voxel2d_taps(view, sy, sx, i, j, fdk ? fdk[v] : T(0), n_det, &c, &f, &w)) continue;
+          if (!linear_taps(positions[j], n_det, &c, &f)) continue;
           for (int64_t k = 0; k < batch; ++k)
-            splat_bins(out + (k * n_views + v) * n_det, n_det, c, f, w * img[(k * ny + i) * nx + j], AddTo{});
+            splat_bins(out + (k * n_views + v) * n_det, n_det, c, f, weights[j] * img[(k * ny + i) * nx + j], AddTo{});
         }
+      }
     }
   });
 }
 
+// Rows of pixels in parallel; per row and view, the positions of the whole
+// row, then the interpolation for every image of the batch.
 template <typename T>
 void voxel2d_adjoint_impl(const T* sino, const T* views, const T* fdk, T* out, int64_t batch, int64_t n_views,
                           int64_t n_det, int64_t ny, int64_t nx, T sy, T sx) {
+  const RowLoops<T> loops = RowLoops<T>::pick();
+  const int64_t padded = padded_length(nx);
   at::parallel_for(0, ny, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<T> acc(batch);
-    for (int64_t i = i0; i < i1; ++i)
-      for (int64_t j = 0; j < nx; ++j) {
-        std::fill(acc.begin(), acc.end(), T(0));
-        for (int64_t v = 0; v < n_views; ++v) {
-          T w, f;
-          int64_t c;
-          if (!voxel2d_taps(views + v * VIEW_FIELDS, sy, sx, i, j, fdk ? fdk[v] : T(0), n_det, &c, &f, &w)) continue;
-          for (int64_t k = 0; k < batch; ++k)
-            acc[k] += w * interpolate_bins(sino + (k * n_views + v) * n_det, n_det, c, f);
-        }
-        for (int64_t k = 0; k < batch; ++k) out[(k * ny + i) * nx + j] = acc[k];
+    std::vector<T> positions(padded, T(-2)), weights(padded, T(0)), acc(batch * padded);
+    for (int64_t i = i0; i < i1; ++i) {
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t v = 0; v < n_views; ++v) {
+        loops.positions_2d(views + v * VIEW_FIELDS, sy, sx, i, nx, fdk ? fdk[v] : T(0), positions.data(),
+                           weights.data());
+        for (int64_t k = 0; k < batch; ++k)
+          loops.accumulate(positions.data(), weights.data(), sino + (k * n_views + v) * n_det, n_det, padded,
+                           acc.data() + k * padded);
       }
+      for (int64_t k = 0; k < batch; ++k) std::copy_n(acc.data() + k * padded, nx, out + (k * ny + i) * nx);
+    }
   });
 }
 
 template <typename T>
 void voxel3d_forward_impl(const T* vol, const T* frames_t, const T* fdk, T* out, int64_t batch, int64_t n_views,
                           int64_t n_rows, int64_t n_cols, const int64_t* n) {
+  const RowLoops<T> loops = RowLoops<T>::pick();
   const int64_t vol_size = n[0] * n[1] * n[2], view_size = n_rows * n_cols;
   parallel_items(n_views, [&](int64_t v0, int64_t v1) {
+    std::vector<T> cols(n[2]), rows(n[2]), weights(n[2]);
     for (int64_t v = v0; v < v1; ++v) {
       const T* f = frames_t + v * FRAME3_FIELDS;
       for (int64_t k = 0; k < n[0]; ++k)
-        for (int64_t i = 0; i < n[1]; ++i)
+        for (int64_t i = 0; i < n[1]; ++i) {
+          loops.positions_3d(f, fdk ? fdk[v] : T(0), k, i, n[2], cols.data(), rows.data(), weights.data());
           for (int64_t j = 0; j < n[2]; ++j) {
-            const DetectorTaps<T> t = detector_taps(f, fdk ? fdk[v] : T(0), k, i, j, n_rows, n_cols);
-            if (!t.hit) continue;
+            DetectorTaps<T> t{};
+            t.w = weights[j];
+            if (!linear_taps(cols[j], n_cols, &t.c, &t.fc) || !linear_taps(rows[j], n_rows, &t.r, &t.fr)) continue;
             for (int64_t b = 0; b < batch; ++b)
               splat_detector(out + (b * n_views + v) * view_size, n_rows, n_cols, t,
                              t.w * vol[b * vol_size + (k * n[1] + i) * n[2] + j], AddTo{});
           }
+        }
     }
   });
 }
 
+// Rows of voxels (k, i) in parallel; per row and view, the detector positions
+// of the whole row, then the interpolation for every volume of the batch.
 template <typename T>
 void voxel3d_adjoint_impl(const T* proj, const T* frames_t, const T* fdk, T* out, int64_t batch, int64_t n_views,
                           int64_t n_rows, int64_t n_cols, const int64_t* n) {
-  const int64_t vol_size = n[0] * n[1] * n[2], view_size = n_rows * n_cols;
+  const RowLoops<T> loops = RowLoops<T>::pick();
+  const int64_t vol_size = n[0] * n[1] * n[2], view_size = n_rows * n_cols, padded = padded_length(n[2]);
   at::parallel_for(0, n[0] * n[1], 1, [&](int64_t t0, int64_t t1) {
-    std::vector<T> acc(batch);
+    std::vector<T> cols(padded, T(-2)), rows(padded, T(-2)), weights(padded, T(0)), acc(batch * padded);
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t k = t / n[1], i = t % n[1];
-      for (int64_t j = 0; j < n[2]; ++j) {
-        std::fill(acc.begin(), acc.end(), T(0));
-        for (int64_t v = 0; v < n_views; ++v) {
-          const DetectorTaps<T> d =
-              detector_taps(frames_t + v * FRAME3_FIELDS, fdk ? fdk[v] : T(0), k, i, j, n_rows, n_cols);
-          if (!d.hit) continue;
-          for (int64_t b = 0; b < batch; ++b)
-            acc[b] += d.w * interpolate_detector(proj + (b * n_views + v) * view_size, n_rows, n_cols, d);
-        }
-        for (int64_t b = 0; b < batch; ++b) out[b * vol_size + t * n[2] + j] = acc[b];
+      std::fill(acc.begin(), acc.end(), T(0));
+      for (int64_t v = 0; v < n_views; ++v) {
+        loops.positions_3d(frames_t + v * FRAME3_FIELDS, fdk ? fdk[v] : T(0), k, i, n[2], cols.data(), rows.data(),
+                           weights.data());
+        for (int64_t b = 0; b < batch; ++b)
+          loops.accumulate_3d(cols.data(), rows.data(), weights.data(), proj + (b * n_views + v) * view_size, n_rows,
+                              n_cols, padded, acc.data() + b * padded);
       }
+      for (int64_t b = 0; b < batch; ++b) std::copy_n(acc.data() + b * padded, n[2], out + b * vol_size + t * n[2]);
     }
   });
 }
@@ -184,6 +222,9 @@ VoxelOperands voxel3d_adjoint_operands(const at::Tensor& proj, const at::Tensor&
                                        int64_t nx, const c10::optional<at::Tensor>& fdk_weights) {
   check_joseph3d_adjoint_inputs(proj, frames, nz, ny, nx);
   check_data(proj, 4, "projections (batch, n_views, n_rows, n_cols)");
+  // the CPU loops address a view's detector with int32 offsets (one row of margin on both sides)
+  TORCH_CHECK((proj.size(2) + 2) * proj.size(3) < (int64_t(1) << 31), "voxel3d: a detector of ", proj.size(2), " x ",
+              proj.size(3), " pixels is too large (at most 2^31 pixels per view)");
   VoxelOperands ops{proj.contiguous(), frames.to(proj.scalar_type()).contiguous()};
   ops.fdk = fdk_constants(fdk_weights, proj, proj.size(1));
   ops.out = at::zeros({proj.size(0), nz, ny, nx}, proj.options());

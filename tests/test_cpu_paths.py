@@ -1,7 +1,8 @@
 """The CPU kernels have several code paths that must compute the same operator:
 single images (SIMD along each ray) and batches (groups of 8 float / 4 double images
 sharing each ray's arithmetic, the last group partly empty), and the AVX2 and the
-portable builds of the inner loops (KNOWN_OPS_SIMD=0, read once per process)."""
+portable builds of the inner loops (KNOWN_OPS_SIMD=0, read once per process), for Joseph's
+pair and the voxel-driven pair."""
 from __future__ import annotations
 
 import math
@@ -26,6 +27,17 @@ def _operators():
     yield "fan_curved", ko.RayTransform(
         volume, ko.FanBeam2D(ko.uniform_angles(11, 2 * math.pi), 90.0, 60.0, 37, 1.7, 2.0, detector="curved")
     )
+    # The voxel-driven pair: rows of voxels vectorised (31 and 11 columns: a partly filled last SIMD
+    # group), both weightings, flat and curved detectors.
+    fan_curved = ko.FanBeam2D(ko.uniform_angles(11, 2 * math.pi), 90.0, 60.0, 37, 1.7, 2.0, detector="curved")
+    yield "voxel_parallel", ko.RayTransform(
+        volume, ko.ParallelBeam2D(ko.uniform_angles(13, math.pi, 0.1), 41, 0.8, 0.6), model="voxel"
+    )
+    yield "voxel_fan_curved_fdk", ko.RayTransform(volume, fan_curved, model="voxel", weighting="fdk")
+    volume_3d = ko.Volume((5, 9, 11), spacing=(1.1, 0.9, 1.2), offset=(0.4, -0.6, 0.8))
+    for detector, weighting in (("flat", "fdk"), ("curved", "line")):
+        cone = ko.ConeBeam3D(ko.uniform_angles(7, 2 * math.pi), 60.0, 40.0, (9, 17), 1.3, (0.5, -0.7), detector=detector)
+        yield f"voxel_cone_{detector}_{weighting}", ko.RayTransform(volume_3d, cone, model="voxel", weighting=weighting)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
