@@ -184,6 +184,11 @@ def _parker_function(beta, gamma, scan_range: float, delta: float, q: float = 1.
     with the conjugate of ``(beta, gamma)`` at ``(beta + pi + 2 gamma, -gamma)``, ``delta >= |gamma|``
     the half fan angle, ``scan_range >= pi + 2 delta``. ``q = 1``: Parker's weights (Med. Phys. 9(2),
     1982) with ``delta`` replaced by ``(scan_range - pi) / 2``; ``q < 1`` narrows the transitions.
+
+    Reduced scans (``parker_weights(..., reduced_scan=True)``): ``delta = (scan_range - pi) / 2`` (may
+    be smaller than ``|gamma|``, or negative) and ``scan_range = pi + 2 delta``. The transition lengths
+    ``b`` are then clamped at 0 (a step whose ratio is read as +-inf), so a ray whose conjugate lies
+    outside the scan gets weight 1, and the formula above still makes measured pairs sum to 1.
     """
     beta = np.asarray(beta, dtype=np.float64)
     gamma = np.asarray(gamma, dtype=np.float64)
@@ -269,7 +274,7 @@ def _fan_angles(geometry) -> np.ndarray:
     return np.concatenate(parts, axis=0)
 
 
-def parker_weights(geometry, q: float = 1.0) -> torch.Tensor:
+def parker_weights(geometry, q: float = 1.0, reduced_scan: bool = False) -> torch.Tensor:
     """Redundancy weights of a circular scan, a float64 tensor that broadcasts against ``geometry.shape``,
     normalised so that every line (a ray and its conjugate) has total weight 1.
 
@@ -280,7 +285,13 @@ def parker_weights(geometry, q: float = 1.0) -> torch.Tensor:
       beams: 0): Parker's weights (Med. Phys. 9(2), 1982), generalised to any such range by Wesarg et al.
       ("Parker weights revisited", Med. Phys. 29(3), 2002); ``q`` in (0, 1] is Wesarg's parameter,
       ``q = 1`` the classical Parker shape.
-    - Shorter scans, longer scans and helical scans raise a ``ValueError``.
+    - ``Delta < pi + 2 delta`` (shorter than a short scan: limited angle): a ``ValueError``, unless
+      ``reduced_scan=True``, which gives Parker's weights with ``delta`` replaced by the scan's own
+      ``(Delta - pi) / 2`` (negative below a half turn): the transitions then cover exactly the
+      views whose conjugate ray was also measured, so measured pairs still sum to 1, and rays whose
+      line was measured once get weight 1 (parallel beams: all weights 1). The data stay incomplete:
+      these weights only remove the double counting (docs/filters_and_weights.md).
+    - Longer scans and helical scans raise a ``ValueError``.
 
     FanBeam2D (flat and curved), circular ConeBeam3D (the fan weights of each column, the same for every
     row: shape ``(n_views, 1, n_cols)``), ParallelBeam2D and ParallelBeam3D (fan angle 0: one weight per
@@ -297,6 +308,8 @@ def parker_weights(geometry, q: float = 1.0) -> torch.Tensor:
     q = float(q)
     if not (0.0 < q <= 1.0):
         raise ValueError(f"q must be in (0, 1], got {q}")
+    if not isinstance(reduced_scan, bool):
+        raise TypeError(f"reduced_scan must be True or False, got {reduced_scan!r}")
     if geometry.n_views < 2:
         raise ValueError("geometry: Parker weights need at least 2 views (equally spaced angles)")
     angles = _view_angles(geometry)
@@ -323,11 +336,14 @@ def parker_weights(geometry, q: float = 1.0) -> torch.Tensor:
         gamma = np.zeros((1,) * geometry.ndim)  # parallel rays: the weight depends on the view only
     delta = float(np.max(np.abs(gamma)))
     if scan_range < math.pi + 2 * delta - tol:
-        raise ValueError(
-            f"geometry: the scan covers {scan_range:.6g} rad (n_views x angle step), less than the short scan "
-            f"pi + 2 delta = {math.pi + 2 * delta:.6g} rad (delta = {delta:.6g} rad, the half fan angle); "
-            "Parker weights are for scans of pi + 2 delta up to 2 pi"
-        )
+        if not reduced_scan:
+            raise ValueError(
+                f"geometry: the scan covers {scan_range:.6g} rad (n_views x angle step), less than the short scan "
+                f"pi + 2 delta = {math.pi + 2 * delta:.6g} rad (delta = {delta:.6g} rad, the half fan angle); "
+                "Parker weights are for scans of pi + 2 delta up to 2 pi (reduced_scan=True gives Parker's weights "
+                "for the reduced scan, with delta replaced by (range - pi) / 2)"
+            )
+        delta = (scan_range - math.pi) / 2  # Parker's weights for the reduced scan (limited angle)
     # In the scan's own direction of rotation; the conjugate of (beta, gamma) is (beta + pi + 2 gamma, -gamma).
     gamma = np.sign(step) * gamma
     beta = (np.arange(geometry.n_views, dtype=np.float64) + 0.5) * abs(step)
@@ -448,11 +464,11 @@ class CosineWeighting(ProjectionWeight):
 
 
 class ParkerWeighting(ProjectionWeight):
-    """Multiplies projections ``(..., *geometry.shape)`` by ``parker_weights(geometry, q)`` (1/2 for a
-    full scan). ``learnable=True``: a parameter initialised to them (see ``ProjectionWeight``)."""
+    """Multiplies projections ``(..., *geometry.shape)`` by ``parker_weights(geometry, q, reduced_scan)``
+    (1/2 for a full scan). ``learnable=True``: a parameter initialised to them (see ``ProjectionWeight``)."""
 
-    def __init__(self, geometry, q: float = 1.0, learnable: bool = False):
-        w = parker_weights(geometry, q=q)
+    def __init__(self, geometry, q: float = 1.0, learnable: bool = False, reduced_scan: bool = False):
+        w = parker_weights(geometry, q=q, reduced_scan=reduced_scan)
         super().__init__(tuple(w.shape), init=w, learnable=learnable)
         self._data_shape = tuple(geometry.shape)
         self._exact = True

@@ -181,12 +181,9 @@ def _curved_on_grid(n_views, sign=1.0, det_offset_bins=0):
     return ko.FanBeam2D(angles, D_SO, D_OD, 21, du, det_offset_bins * du, detector="curved")
 
 
-@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["counter-clockwise", "clockwise"])
-@pytest.mark.parametrize("q", [1.0, 0.3])
-def test_parker_weights_of_conjugate_rays_sum_to_one_on_the_grid(sign, q):
-    geo = _curved_on_grid(76, sign)  # 76 views of pi/60: 4 pi/15 more than pi + 2 delta = 70 pi/60 (delta: 10 bins)
-    w = ko.parker_weights(geo, q=q).numpy()
-    assert w.shape == geo.shape
+def _check_conjugate_pairs(geo, w) -> int:
+    """Every measured line: its two rays' weights sum to 1, or its single ray has weight 1; returns the
+    number of measured pairs."""
     rays = geo.rays().numpy()
     origin, direction = rays[..., 0:2], rays[..., 2:4]
     direction = direction / np.linalg.norm(direction, axis=-1, keepdims=True)
@@ -206,7 +203,16 @@ def test_parker_weights_of_conjugate_rays_sum_to_one_on_the_grid(sign, q):
                 pairs += 1
             else:
                 assert w[k, c] == pytest.approx(1.0, abs=1e-12)  # its line is measured once
-    assert pairs > n_views * n // 4
+    return pairs
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["counter-clockwise", "clockwise"])
+@pytest.mark.parametrize("q", [1.0, 0.3])
+def test_parker_weights_of_conjugate_rays_sum_to_one_on_the_grid(sign, q):
+    geo = _curved_on_grid(76, sign)  # 76 views of pi/60: 4 pi/15 more than pi + 2 delta = 70 pi/60 (delta: 10 bins)
+    w = ko.parker_weights(geo, q=q).numpy()
+    assert w.shape == geo.shape
+    assert _check_conjugate_pairs(geo, w) > geo.n_views * geo.det_count // 4
 
 
 def test_parker_weights_are_bounded_and_smooth():
@@ -226,6 +232,83 @@ def test_parker_weights_are_bounded_and_smooth():
     assert np.max(np.abs(np.diff(w, axis=0))) <= (math.pi / 2) / eps * step * (1 + 1e-9)
     assert np.max(np.abs(np.diff(w, axis=1))) < 0.2  # across neighbouring bins: no jumps either
     assert w.min() < 0.01 and w.max() == pytest.approx(1.0)
+
+
+# --- Parker weights of reduced (limited-angle) scans: reduced_scan=True ------------------------------
+
+
+@pytest.mark.parametrize("q", [1.0, 0.5])
+@pytest.mark.parametrize("shortfall", [0.1, 0.7, 1.0, 1.5])  # pi + 2 delta - scan; delta = 0.35
+def test_parker_function_of_a_reduced_scan_sums_conjugate_rays_to_one(q, shortfall):
+    rng = np.random.default_rng(5)
+    delta = 0.35
+    scan = math.pi + 2 * delta - shortfall  # down to pi - 0.8 = below pi - 2 delta: no line twice
+    reduced = (scan - math.pi) / 2
+    gamma = rng.uniform(-delta, delta, 4000)
+    beta = rng.uniform(0, scan, 4000)
+    w = _parker_function(beta, gamma, scan, reduced, q)
+    assert np.all((w >= 0) & (w <= 1))
+    ahead, behind = beta + math.pi + 2 * gamma, beta - math.pi + 2 * gamma  # the two candidate partners
+    in_ahead, in_behind = ahead <= scan, behind >= 0
+    assert not np.any(in_ahead & in_behind)
+    np.testing.assert_allclose(w[in_ahead] + _parker_function(ahead[in_ahead], -gamma[in_ahead], scan, reduced, q),
+                               1.0, atol=1e-12)
+    np.testing.assert_allclose(w[in_behind] + _parker_function(behind[in_behind], -gamma[in_behind], scan, reduced, q),
+                               1.0, atol=1e-12)
+    alone = ~in_ahead & ~in_behind
+    np.testing.assert_allclose(w[alone], 1.0, atol=1e-12)
+    assert np.any(alone)
+    assert np.any(in_ahead) == (scan > math.pi - 2 * delta)
+
+
+@pytest.mark.parametrize("n_views", [66, 60, 54])  # steps of pi/60: pi + 2 delta = 70 steps, so 1.1 pi, pi, 0.9 pi
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["counter-clockwise", "clockwise"])
+def test_parker_weights_of_a_reduced_scan_on_the_grid(n_views, sign):
+    geo = _curved_on_grid(n_views, sign)
+    with pytest.raises(ValueError, match="reduced_scan=True"):
+        ko.parker_weights(geo)
+    w = ko.parker_weights(geo, reduced_scan=True).numpy()
+    assert w.shape == geo.shape
+    assert np.all((w >= 0) & (w <= 1))
+    assert _check_conjugate_pairs(geo, w) > 0
+
+
+@pytest.mark.parametrize("degrees", [200.0, 180.0, 140.0])
+def test_parker_weights_of_a_reduced_scan_are_smooth(degrees):
+    n, du, n_views = 41, 6.0, 400
+    gamma = np.arctan(offsets(n) * du / D_SD)
+    assert math.pi + 2 * np.max(np.abs(gamma)) > math.radians(200.0)  # every case is a reduced scan
+    scan = math.radians(degrees)
+    geo = ko.FanBeam2D(ko.uniform_angles(n_views, scan), D_SO, D_OD, n, du)
+    w = ko.parker_weights(geo, reduced_scan=True).numpy()
+    assert np.all((w >= 0) & (w <= 1))
+    # Per ray (column), the transitions are Parker's sin^2 over b = scan - pi -+ 2 gamma (where positive),
+    # so |dw/dbeta| <= (pi / 2) / b: no jumps beyond those of the shortest transition of the column.
+    step = scan / n_views
+    for c in range(n):
+        lengths = np.array([scan - math.pi - 2 * gamma[c], scan - math.pi + 2 * gamma[c]])
+        lengths = lengths[lengths > 0]
+        jump = np.max(np.abs(np.diff(w[:, c])))
+        if lengths.size == 0:
+            assert jump == 0.0 and np.all(w[:, c] == 1.0)
+        else:
+            assert jump <= (math.pi / 2) / lengths.min() * step * (1 + 1e-9)
+
+
+def test_parker_weights_reduced_scan_agrees_at_the_short_scan_and_parallel_is_one():
+    n, du = 31, 2.0
+    delta = math.atan(((n - 1) / 2) * du / D_SD)  # the largest |fan angle| of the bin centres
+    geo = ko.FanBeam2D(ko.uniform_angles(120, math.pi + 2 * delta), D_SO, D_OD, n, du)
+    torch.testing.assert_close(ko.parker_weights(geo, reduced_scan=True), ko.parker_weights(geo), rtol=0, atol=0)
+    longer = ko.FanBeam2D(ko.uniform_angles(120, math.pi + 2 * delta + 0.3), D_SO, D_OD, n, du)
+    torch.testing.assert_close(ko.parker_weights(longer, reduced_scan=True), ko.parker_weights(longer), rtol=0, atol=0)
+    par = ko.ParallelBeam2D(ko.uniform_angles(50, 0.7 * math.pi), 5)
+    torch.testing.assert_close(ko.parker_weights(par, reduced_scan=True), torch.ones(50, 1, dtype=torch.float64),
+                               rtol=0, atol=0)
+    short = ko.FanBeam2D(ko.uniform_angles(90, math.pi), D_SO, D_OD, n, du)
+    module = ko.ParkerWeighting(short, reduced_scan=True)
+    y = torch.rand(2, *short.shape, dtype=torch.float64)
+    torch.testing.assert_close(module(y), y * ko.parker_weights(short, reduced_scan=True))
 
 
 def test_parker_full_scan_is_one_half_and_parallel_half_turn_is_one():
@@ -485,6 +568,8 @@ def test_parker_weights_bad_input():
         ko.parker_weights(ko.FanBeam2D.from_vectors(vectors, 11))
     with pytest.raises(ValueError, match=r"q must be in \(0, 1\]"):
         ko.parker_weights(ko.FanBeam2D(ko.uniform_angles(50, 4.0), **fan), q=0.0)
+    with pytest.raises(TypeError, match="reduced_scan must be True or False"):
+        ko.parker_weights(ko.FanBeam2D(ko.uniform_angles(50, math.pi), **fan), reduced_scan=1)
     with pytest.raises(TypeError, match="q must be a real number"):
         ko.parker_weights(ko.FanBeam2D(ko.uniform_angles(50, 4.0), **fan), q="1")
     with pytest.raises(TypeError, match="geometry must be"):
