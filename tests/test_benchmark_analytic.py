@@ -1,0 +1,89 @@
+"""Smoke test of the quality-table driver benchmarks/analytic.py: every available part in quick mode
+into a temporary directory (JSON, Markdown, figure), and the merge that keeps other parts' entries.
+
+Parts whose module is not there yet (benchmarks/_analytic_experiments.py) must be reported as
+unavailable, not break the run; once the module exists, its parts are run and checked too.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
+
+pytest.importorskip("matplotlib", reason="the quality tables draw figures with matplotlib")
+
+# Loaded from its file under a unique name (a plain "import analytic" could pick up another module).
+_spec = importlib.util.spec_from_file_location("known_ops_benchmarks_analytic", BENCHMARKS / "analytic.py")
+analytic = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(analytic)
+
+HAVE_EXPERIMENTS = importlib.util.find_spec("_analytic_experiments") is not None
+
+
+def test_quick_run_writes_json_markdown_and_figure(tmp_path):
+    status = analytic.main(["--quick", "--output-dir", str(tmp_path)])
+    assert status == 0
+    data = json.loads((tmp_path / "analytic.json").read_text())
+    markdown = (tmp_path / "analytic.md").read_text()
+    assert markdown.startswith("# Analytic reconstruction: quality tables")
+    assert "Machine of the latest run" in markdown
+
+    entry = data["parts"]["accuracy"]
+    assert entry["quick"] is True
+    result = entry["result"]
+    assert set(result["cases"]) == {"parallel", "fan_full", "fan_short", "fdk"}
+    assert (tmp_path / result["figure"]).is_file()
+    ours = result["cases"]["parallel"]["rows"][0]
+    assert ours["method"].startswith("ours") and ours["time_s"] > 0 and ours["psnr_db"] > 15
+    # Even on the tiny quick grid the brain region comes back within a few per cent.
+    brain = next(r for r in ours["regions"] if r["region"].startswith("brain"))
+    assert brain["pixels"] > 0 and abs(brain["rel_error"]) < 0.05
+    for case in ("fan_full", "fan_short"):
+        assert any("n/a" in (r.get("note") or "") for r in result["cases"][case]["rows"])
+    assert "regions_whole_volume" in result["cases"]["fdk"]["rows"][0]
+
+    # One section per part, in the driver's order: the part's own Markdown, or a "Not available" line.
+    if HAVE_EXPERIMENTS:
+        assert set(data["parts"]) == {"accuracy", "adler-oktem", "limited-angle"}
+        for name in ("adler-oktem", "limited-angle"):
+            assert data["parts"][name]["quick"] is True and data["parts"][name]["markdown"].strip()
+    else:
+        assert set(data["parts"]) == {"accuracy"}
+        assert markdown.count("_analytic_experiments.py does not exist") == 2
+    heads = [data["parts"][name]["markdown"].strip().splitlines()[0] if name in data["parts"]
+             else f"## {analytic.PARTS[name][2]}" for name in analytic.ORDER]
+    positions = [markdown.find(h) for h in heads]
+    assert min(positions) >= 0 and positions == sorted(positions), positions
+
+
+def test_one_part_keeps_the_other_entries(tmp_path):
+    other = {"date": "earlier", "quick": True, "wall_s": 1.0, "machine": {}, "result": {"value": 42},
+             "markdown": "## Limited-angle experiment\n\nkept from an earlier run\n"}
+    (tmp_path / "analytic.json").write_text(json.dumps({"parts": {"limited-angle": other}}))
+    mine = {"date": "now", "quick": True, "wall_s": 1.0, "machine": {}, "result": {}, "markdown": "## Accuracy: x\n"}
+    data = analytic.write_outputs(tmp_path, {"accuracy": mine}, {"adler-oktem": "missing here"})
+    assert list(data["parts"]) == ["accuracy", "limited-angle"]
+    stored = json.loads((tmp_path / "analytic.json").read_text())
+    assert stored["parts"]["limited-angle"]["result"] == {"value": 42}
+    markdown = (tmp_path / "analytic.md").read_text()
+    assert markdown.index("## Accuracy: x") < markdown.index("Not available: missing here") < markdown.index(
+        "kept from an earlier run")
+
+
+def test_quick_never_writes_into_the_real_results(tmp_path):
+    with pytest.raises(ValueError, match="must not write into"):
+        analytic.run(("accuracy",), True, analytic.RESULTS)
+
+
+def test_unavailable_part_requested_alone_fails_clearly(tmp_path, capsys):
+    if HAVE_EXPERIMENTS:
+        pytest.skip("benchmarks/_analytic_experiments.py exists: its parts are covered by the quick run")
+    assert analytic.main(["--part", "limited-angle", "--quick", "--output-dir", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
