@@ -54,6 +54,7 @@ for _p in (str(_HERE.parent), str(_HERE)):
 import known_ops as ko  # noqa: E402
 import phantoms  # noqa: E402
 import recon  # noqa: E402
+from _timing import measure  # noqa: E402
 
 __all__ = ["run_accuracy"]
 
@@ -225,26 +226,13 @@ def _metrics(image: np.ndarray, ref: torch.Tensor, regions, ndim: int, extra_reg
 
 # --------------------------------------------------------------------------------------------- timing
 
-def _timed(fn, repeats: int, warmup: int = 1, max_seconds: float = 120.0):
-    """(last result, {median_s, times_s, cpu_per_wall}): ``warmup`` untimed calls, then ``repeats`` timed
-    ones (wall clock; CPU time of the whole process alongside, so cpu/wall ~ threads kept busy)."""
-    result = None
-    for _ in range(warmup):
-        t0 = time.perf_counter()
-        result = fn()
-        if time.perf_counter() - t0 > max_seconds:
-            break
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        result = fn()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-        if sum(walls) > max_seconds:
-            break
-    median = float(np.median(walls))
-    return result, {"time_s": median, "times_s": [round(t, 4) for t in walls],
-                    "cpu_per_wall": round(float(np.sum(cpus) / np.sum(walls)), 2)}
+def _timed(fn, repeats: int, max_seconds: float = 120.0):
+    """(result, {time_s, times_s, cpu_per_wall}): one untimed call (whose result is returned), then
+    ``_timing.measure`` of up to ``repeats`` calls (wall clock, with the process CPU time alongside)."""
+    result = fn()
+    timing = measure(fn, repeats=repeats, warmup=0, max_seconds=max_seconds)
+    return result, {"time_s": timing.median_ms / 1e3, "times_s": [round(t / 1e3, 4) for t in timing.times_ms],
+                    "cpu_per_wall": round(timing.cpu_per_wall, 2)}
 
 
 # --------------------------------------------------------------------------------------------- methods

@@ -2,14 +2,9 @@
 published PSNRs) and the limited-angle baseline (parallel and fan short scans: FBP with and without
 redundancy weights, SIRT and TV).
 
-Used by ``benchmarks/analytic.py`` (``--part adler-oektem`` / ``limited-angle``), which merges the
-returned dicts and Markdown sections into ``benchmarks/results/analytic.{json,md}``. Run alone,
-
-    python benchmarks/_analytic_experiments.py [--quick] [--part adler-oktem|limited-angle|all]
-
-writes ``benchmarks/results/analytic_experiments.{json,md}`` and the two figures (with ``--quick``:
-tiny sizes, a few seconds each, into ``/tmp/ko_exp_quick`` only; quick results are never written to
-``benchmarks/results``).
+Run by ``benchmarks/analytic.py`` (``--part adler-oktem`` / ``limited-angle``), which merges the
+returned dicts and Markdown sections into ``benchmarks/results/analytic.{json,md}`` (and keeps quick
+runs out of ``benchmarks/results``).
 
 Each ``run_*(quick, output_dir)`` returns ``(results, markdown)``: a JSON-able dict and a Markdown
 section starting with a ``## `` heading, and writes its figure into ``output_dir``. Every number is
@@ -18,10 +13,7 @@ as such. Conventions (units, PSNR/SSIM data range, noise) are stated in the sect
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # this checkout's known_ops, phantoms and recon
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # _timing
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -36,11 +30,10 @@ import torch  # noqa: E402
 import known_ops as ko  # noqa: E402
 import phantoms  # noqa: E402
 import recon  # noqa: E402
+from _timing import machine_info  # noqa: E402
 
 __all__ = ["run_adler_oktem", "run_limited_angle"]
 
-RESULTS = ROOT / "benchmarks" / "results"
-QUICK_DIR = Path("/tmp/ko_exp_quick")
 
 # Published PSNRs (dB) of the Shepp-Logan test image, as quoted in the issue (Adler & Oektem 2017/2018).
 PUBLISHED_PSNR = {"fbp": 19.75, "tv": 29.83}
@@ -49,10 +42,8 @@ PUBLISHED_PSNR = {"fbp": 19.75, "tv": 29.83}
 # --- helpers ------------------------------------------------------------------------------------------
 
 
-def _check_output_dir(quick: bool, output_dir) -> Path:
+def _prepare_output_dir(output_dir) -> Path:
     output_dir = Path(output_dir)
-    if quick and output_dir.resolve() == RESULTS.resolve():
-        raise ValueError(f"output_dir: quick results must not be written to {RESULTS}; use a scratch folder")
     output_dir.mkdir(parents=True, exist_ok=True)
     return output_dir
 
@@ -155,7 +146,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _machine() -> str:
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    info = machine_info("cpu")
+    return f"{info['cpu_model']}, {info['torch_threads']} torch threads, torch {info['torch']}"
 
 
 # --- experiment 1: Adler & Oektem's ellipse experiment ------------------------------------------------
@@ -195,7 +187,7 @@ def _phantom_support(image: torch.Tensor, volume) -> dict:
 def run_adler_oktem(quick: bool, output_dir: Path) -> tuple[dict, str]:
     """The ellipse experiment of Adler & Oektem: FBP (Hann, tuned cut-off) and TV (1000 iterations) of
     the modified Shepp-Logan phantom from 30 noisy parallel views, parameters tuned on random ellipses."""
-    output_dir = _check_output_dir(quick, output_dir)
+    output_dir = _prepare_output_dir(output_dir)
     cfg = _AO_QUICK if quick else _AO_FULL
     timer = _Timer()
     volume, geometry, rho = _ao_setup(cfg["size"], cfg["n_views"])
@@ -477,7 +469,7 @@ def _abs_ellipses(n: int, volume, geometries, seed: int):
 def run_limited_angle(quick: bool, output_dir: Path) -> tuple[dict, str]:
     """Limited-angle baseline: parallel and flat-fan scans of 180 (fan: also 180 + fan angle), 160, 140 and
     120 degrees; FBP without and with redundancy weights, SIRT and TV; PSNR/SSIM per row and a figure."""
-    output_dir = _check_output_dir(quick, output_dir)
+    output_dir = _prepare_output_dir(output_dir)
     cfg = _LA_QUICK if quick else _LA_FULL
     timer = _Timer()
     n, h = cfg["size"], cfg["spacing"]
@@ -691,40 +683,3 @@ def _la_markdown(res: dict) -> str:
         f"- Figure: `{res['figure']}`.",
     ]
     return "\n".join(lines) + "\n"
-
-
-# --- stand-alone run ----------------------------------------------------------------------------------
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke run into /tmp/ko_exp_quick")
-    parser.add_argument("--part", choices=["adler-oktem", "limited-angle", "all"], default="all")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    out = QUICK_DIR if args.quick else RESULTS
-    results = {}
-    if args.part in ("adler-oktem", "all"):
-        r, md = run_adler_oktem(args.quick, out)
-        results["adler_oktem"] = {**r, "markdown": md}
-        print(md)
-    if args.part in ("limited-angle", "all"):
-        r, md = run_limited_angle(args.quick, out)
-        results["limited_angle"] = {**r, "markdown": md}
-        print(md)
-    # Merge into the existing file, so that one part can be rerun alone; the Markdown is rebuilt from the
-    # stored sections of both parts.
-    name = "analytic_experiments"
-    path = out / f"{name}.json"
-    stored = json.loads(path.read_text()) if path.exists() else {}
-    stored = {k: v for k, v in stored.items() if k in ("adler_oktem", "limited_angle") and not v.get("quick", False)}
-    stored.update(results)
-    path.write_text(json.dumps(stored, indent=1) + "\n")
-    body = [stored[k]["markdown"] for k in ("adler_oktem", "limited_angle") if k in stored]
-    (out / f"{name}.md").write_text("# Analytic experiments\n\n" + "\n".join(body))
-    print(f"wrote {path}, {name}.md and the figures in {out}")
-
-
-if __name__ == "__main__":
-    main()

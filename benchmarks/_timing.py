@@ -21,9 +21,11 @@ __all__ = ["Timing", "measure", "machine_info"]
 
 @dataclass
 class Timing:
-    """Wall (or CUDA event) times of one measured call, in milliseconds."""
+    """Wall (or CUDA event) times of one measured call, in milliseconds, and the process CPU time
+    spent during each."""
 
     times_ms: list[float] = field(default_factory=list)
+    cpu_times_ms: list[float] = field(default_factory=list)
 
     @property
     def median_ms(self) -> float:
@@ -36,6 +38,11 @@ class Timing:
     @property
     def repeats(self) -> int:
         return len(self.times_ms)
+
+    @property
+    def cpu_per_wall(self) -> float:
+        """Process CPU time / wall time over the timed calls (about the number of cores kept busy)."""
+        return sum(self.cpu_times_ms) / sum(self.times_ms)
 
 
 def measure(fn, *, repeats: int, warmup: int = 1, max_seconds: float = 30.0, device: str = "cpu") -> Timing:
@@ -56,6 +63,7 @@ def measure(fn, *, repeats: int, warmup: int = 1, max_seconds: float = 30.0, dev
     timing = Timing()
     spent = 0.0
     for _ in range(repeats):
+        cpu0 = time.process_time()
         if cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
@@ -68,6 +76,7 @@ def measure(fn, *, repeats: int, warmup: int = 1, max_seconds: float = 30.0, dev
             fn()
             ms = (time.perf_counter() - t0) * 1e3
         timing.times_ms.append(ms)
+        timing.cpu_times_ms.append((time.process_time() - cpu0) * 1e3)
         spent += ms / 1e3
         if spent > max_seconds:
             break
