@@ -1,9 +1,5 @@
-"""Smoke test of the quality-table driver benchmarks/analytic.py: every available part in quick mode
-into a temporary directory (JSON, Markdown, figure), and the merge that keeps other parts' entries.
-
-Parts whose module is not there yet (benchmarks/_analytic_experiments.py) must be reported as
-unavailable, not break the run; once the module exists, its parts are run and checked too.
-"""
+"""Smoke test of the quality-table driver benchmarks/analytic.py: every part in quick mode into a
+temporary directory (JSON, Markdown, figure), and the merge that keeps other parts' entries."""
 from __future__ import annotations
 
 import importlib.util
@@ -23,8 +19,6 @@ pytest.importorskip("matplotlib", reason="the quality tables draw figures with m
 _spec = importlib.util.spec_from_file_location("known_ops_benchmarks_analytic", BENCHMARKS / "analytic.py")
 analytic = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(analytic)
-
-HAVE_EXPERIMENTS = importlib.util.find_spec("_analytic_experiments") is not None
 
 
 def test_quick_run_writes_json_markdown_and_figure(tmp_path):
@@ -49,14 +43,10 @@ def test_quick_run_writes_json_markdown_and_figure(tmp_path):
         assert any("n/a" in (r.get("note") or "") for r in result["cases"][case]["rows"])
     assert "regions_whole_volume" in result["cases"]["fdk"]["rows"][0]
 
-    # One section per part, in the driver's order: the part's own Markdown, or a "Not available" line.
-    if HAVE_EXPERIMENTS:
-        assert set(data["parts"]) == {"accuracy", "adler-oktem", "limited-angle"}
-        for name in ("adler-oktem", "limited-angle"):
-            assert data["parts"][name]["quick"] is True and data["parts"][name]["markdown"].strip()
-    else:
-        assert set(data["parts"]) == {"accuracy"}
-        assert markdown.count("_analytic_experiments.py does not exist") == 2
+    # One section per part, in the driver's order.
+    assert set(data["parts"]) == {"accuracy", "adler-oktem", "limited-angle"}
+    for name in ("adler-oktem", "limited-angle"):
+        assert data["parts"][name]["quick"] is True and data["parts"][name]["markdown"].strip()
     heads = [data["parts"][name]["markdown"].strip().splitlines()[0] if name in data["parts"]
              else f"## {analytic.PARTS[name][2]}" for name in analytic.ORDER]
     positions = [markdown.find(h) for h in heads]
@@ -82,8 +72,11 @@ def test_quick_never_writes_into_the_real_results(tmp_path):
         analytic.run(("accuracy",), True, analytic.RESULTS)
 
 
-def test_unavailable_part_requested_alone_fails_clearly(tmp_path, capsys):
-    if HAVE_EXPERIMENTS:
-        pytest.skip("benchmarks/_analytic_experiments.py exists: its parts are covered by the quick run")
-    assert analytic.main(["--part", "limited-angle", "--quick", "--output-dir", str(tmp_path)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+def test_a_failing_part_is_reported_clearly(tmp_path, monkeypatch, capsys):
+    def broken(quick, output_dir):
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(analytic, "load_part", lambda name: broken)
+    assert analytic.main(["--part", "limited-angle", "--quick", "--output-dir", str(tmp_path)]) == 1
+    assert "broken on purpose" in capsys.readouterr().err
+    assert "Not available: failed: RuntimeError: broken on purpose" in (tmp_path / "analytic.md").read_text()
