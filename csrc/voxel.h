@@ -62,13 +62,30 @@ KO_HD T voxel2d_bin_as(const T* view, T sy, T sx, T i, T j, T fdk, T* weight) {
   return b;
 }
 
+// Calls visit(curved, fdk) with the run-time flags as std::bool_constant
+// values, so that the callee picks the matching *_as<CURVED, FDK> instance:
+// the one place where the four combinations are spelled out.
+template <typename Visit>
+KO_HD void with_voxel_flags(bool curved, bool fdk, const Visit& visit) {
+  if (curved) {
+    if (fdk)
+      visit(std::true_type{}, std::true_type{});
+    else
+      visit(std::true_type{}, std::false_type{});
+  } else if (fdk) {
+    visit(std::false_type{}, std::true_type{});
+  } else {
+    visit(std::false_type{}, std::false_type{});
+  }
+}
+
 template <typename T>
 KO_HD T voxel2d_bin(const T* view, T sy, T sx, T i, T j, T fdk, T* weight) {
-  if (view[6] != T(0))
-    return fdk > T(0) ? voxel2d_bin_as<true, true>(view, sy, sx, i, j, fdk, weight)
-                      : voxel2d_bin_as<true, false>(view, sy, sx, i, j, fdk, weight);
-  return fdk > T(0) ? voxel2d_bin_as<false, true>(view, sy, sx, i, j, fdk, weight)
-                    : voxel2d_bin_as<false, false>(view, sy, sx, i, j, fdk, weight);
+  T b;
+  with_voxel_flags(view[6] != T(0), fdk > T(0), [&](auto curved, auto fdk_weighting) {
+    b = voxel2d_bin_as<decltype(curved)::value, decltype(fdk_weighting)::value>(view, sy, sx, i, j, fdk, weight);
+  });
+  return b;
 }
 
 // Linear interpolation taps of position b on n bins: the lower index and the
@@ -149,16 +166,9 @@ KO_HD void voxel3d_position_as(const T* f, T k, T i, T j, T fdk, T* col, T* row,
 
 template <typename T>
 KO_HD void voxel3d_position(const T* f, T k, T i, T j, T fdk, T* col, T* row, T* weight) {
-  if (f[frame3::kColScale] != T(0)) {
-    if (fdk > T(0))
-      voxel3d_position_as<true, true>(f, k, i, j, fdk, col, row, weight);
-    else
-      voxel3d_position_as<true, false>(f, k, i, j, fdk, col, row, weight);
-  } else if (fdk > T(0)) {
-    voxel3d_position_as<false, true>(f, k, i, j, fdk, col, row, weight);
-  } else {
-    voxel3d_position_as<false, false>(f, k, i, j, fdk, col, row, weight);
-  }
+  with_voxel_flags(f[frame3::kColScale] != T(0), fdk > T(0), [&](auto curved, auto fdk_weighting) {
+    voxel3d_position_as<decltype(curved)::value, decltype(fdk_weighting)::value>(f, k, i, j, fdk, col, row, weight);
+  });
 }
 
 // Interpolated value of one view's detector row `bins` (n_det values) at the
@@ -189,14 +199,22 @@ struct DetectorTaps {
   T fr, fc, w;
 };
 
+// The taps of a detector position (col, row) with the pair's weight w.
+template <typename T>
+KO_HD DetectorTaps<T> detector_taps_at(T col, T row, T w, int64_t n_rows, int64_t n_cols) {
+  DetectorTaps<T> t{};
+  t.w = w;
+  t.hit = linear_taps(col, n_cols, &t.c, &t.fc) && linear_taps(row, n_rows, &t.r, &t.fr);
+  return t;
+}
+
+// The taps of voxel (k, i, j) in a view (its frame in T).
 template <typename T>
 KO_HD DetectorTaps<T> detector_taps(const T* frame_t, T fdk, int64_t k, int64_t i, int64_t j, int64_t n_rows,
                                     int64_t n_cols) {
-  DetectorTaps<T> t{};
-  T col, row;
-  voxel3d_position(frame_t, T(k), T(i), T(j), fdk, &col, &row, &t.w);
-  t.hit = linear_taps(col, n_cols, &t.c, &t.fc) && linear_taps(row, n_rows, &t.r, &t.fr);
-  return t;
+  T col, row, w;
+  voxel3d_position(frame_t, T(k), T(i), T(j), fdk, &col, &row, &w);
+  return detector_taps_at(col, row, w, n_rows, n_cols);
 }
 
 // Bilinear interpolation of one view's detector (n_rows x n_cols) at the

@@ -79,11 +79,6 @@ at::Tensor fdk_constants(const c10::optional<at::Tensor>& fdk, const at::Tensor&
 }
 
 template <typename T>
-const T* pointer_or_null(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
-template <typename T>
 void voxel2d_forward_impl(const T* img, const T* views, const T* fdk, T* out, int64_t batch, int64_t n_views,
                           int64_t n_det, int64_t ny, int64_t nx, T sy, T sx) {
   const RowLoops<T> loops = RowLoops<T>::pick();
@@ -141,9 +136,8 @@ void voxel3d_forward_impl(const T* vol, const T* frames_t, const T* fdk, T* out,
         for (int64_t i = 0; i < n[1]; ++i) {
           loops.positions_3d(f, fdk ? fdk[v] : T(0), k, i, n[2], cols.data(), rows.data(), weights.data());
           for (int64_t j = 0; j < n[2]; ++j) {
-            DetectorTaps<T> t{};
-            t.w = weights[j];
-            if (!linear_taps(cols[j], n_cols, &t.c, &t.fc) || !linear_taps(rows[j], n_rows, &t.r, &t.fr)) continue;
+            const DetectorTaps<T> t = detector_taps_at(cols[j], rows[j], weights[j], n_rows, n_cols);
+            if (!t.hit) continue;
             for (int64_t b = 0; b < batch; ++b)
               splat_detector(out + (b * n_views + v) * view_size, n_rows, n_cols, t,
                              t.w * vol[b * vol_size + (k * n[1] + i) * n[2] + j], AddTo{});

@@ -26,6 +26,12 @@ at::Tensor voxel3d_adjoint_cpu(const at::Tensor& proj, const at::Tensor& frames,
 struct VoxelOperands {
   at::Tensor data, table, fdk, out;
 };
+
+// The data of an optional tensor (the FDK constants), or null when it is undefined.
+template <typename T>
+const T* pointer_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<T>() : nullptr;
+}
 VoxelOperands voxel2d_forward_operands(const at::Tensor& image, const at::Tensor& views, int64_t n_det,
                                        at::ArrayRef<double> spacing, const c10::optional<at::Tensor>& fdk_weights);
 VoxelOperands voxel2d_adjoint_operands(const at::Tensor& sino, const at::Tensor& views, int64_t ny, int64_t nx,

@@ -21,11 +21,6 @@ void check_launch(cudaError_t err, const char* name) {
   TORCH_CHECK(err == cudaSuccess, name, ": CUDA launch failed: ", cudaGetErrorString(err));
 }
 
-template <typename T>
-const T* pointer_or_null(const at::Tensor& t) {
-  return t.defined() ? t.data_ptr<T>() : nullptr;
-}
-
 at::Tensor voxel2d_forward_cuda_op(const at::Tensor& image, const at::Tensor& views, int64_t n_det,
                                    at::ArrayRef<double> spacing, const c10::optional<at::Tensor>& fdk_weights) {
   const c10::cuda::CUDAGuard guard(image.device());
