@@ -33,6 +33,35 @@ def adjoint_mismatch(A, x: torch.Tensor, y: torch.Tensor) -> float:
     return float(abs(lhs - rhs) / (torch.linalg.vector_norm(Ax) * torch.linalg.vector_norm(y)))
 
 
+def assert_gradients_are_normal_operators(A) -> None:
+    """The gradient of ||A x||^2 is 2 A.T A x, and that of ||A.T y||^2 is 2 A A.T y (float64, batch dims)."""
+    x = torch.rand((2, 3) + A.domain_shape, dtype=torch.float64, requires_grad=True)
+    A(x).square().sum().backward()
+    with torch.no_grad():
+        expected = 2 * A.T(A(x))
+    torch.testing.assert_close(x.grad, expected, rtol=1e-12, atol=1e-12)
+
+    y = torch.rand((2, 3) + A.range_shape, dtype=torch.float64, requires_grad=True)
+    A.T(y).square().sum().backward()
+    with torch.no_grad():
+        expected = 2 * A(A.T(y))
+    torch.testing.assert_close(y.grad, expected, rtol=1e-12, atol=1e-12)
+
+
+def assert_batch_dims_give_per_item_results(A, adjoint_atol: float = 0.0) -> None:
+    """A and A.T on (2, 3, ...) inputs equal the per-item results; one leading dim and none work too."""
+    x = torch.rand((2, 3) + A.domain_shape, dtype=torch.float64)
+    y = torch.rand((2, 3) + A.range_shape, dtype=torch.float64)
+    Ax, ATy = A(x), A.T(y)
+    assert Ax.shape == (2, 3) + A.range_shape and ATy.shape == (2, 3) + A.domain_shape
+    for b in range(2):
+        for c in range(3):
+            torch.testing.assert_close(Ax[b, c], A(x[b, c]), rtol=1e-12, atol=0)
+            torch.testing.assert_close(ATy[b, c], A.T(y[b, c]), rtol=1e-12, atol=adjoint_atol)
+    torch.testing.assert_close(A(x[0]), Ax[0], rtol=1e-12, atol=0)
+    assert A(x[0, 0]).shape == A.range_shape and A.T(y[0, 0]).shape == A.domain_shape
+
+
 def random_volume(rng: np.random.Generator) -> ko.Volume:
     """Small grid with odd or even sizes, anisotropic pixels and an off-centre position."""
     shape = (int(rng.integers(1, 14)), int(rng.integers(1, 14)))

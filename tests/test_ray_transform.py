@@ -8,7 +8,16 @@ import pytest
 import torch
 
 import known_ops as ko
-from conftest import GEOMETRY_KINDS, SPECIAL_ANGLES, adjoint_mismatch, random_geometry, random_volume, relative_error
+from conftest import (
+    GEOMETRY_KINDS,
+    SPECIAL_ANGLES,
+    adjoint_mismatch,
+    assert_batch_dims_give_per_item_results,
+    assert_gradients_are_normal_operators,
+    random_geometry,
+    random_volume,
+    relative_error,
+)
 
 ADJOINT_SEEDS = range(12)
 
@@ -145,18 +154,7 @@ def test_gradcheck_of_the_gather_op():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_backward_of_squared_norm_is_twice_normal_operator(family):
-    A = SMALL_OPERATORS[family]
-    x = torch.rand((2, 3) + A.domain_shape, dtype=torch.float64, requires_grad=True)
-    A(x).square().sum().backward()
-    with torch.no_grad():
-        expected = 2 * A.T(A(x))
-    torch.testing.assert_close(x.grad, expected, rtol=1e-12, atol=1e-12)
-
-    y = torch.rand((2, 3) + A.range_shape, dtype=torch.float64, requires_grad=True)
-    A.T(y).square().sum().backward()
-    with torch.no_grad():
-        expected = 2 * A(A.T(y))
-    torch.testing.assert_close(y.grad, expected, rtol=1e-12, atol=1e-12)
+    assert_gradients_are_normal_operators(SMALL_OPERATORS[family])
 
 
 # --- (d) opcheck on the registered ops ----------------------------------------------------------------
@@ -227,18 +225,7 @@ def test_torch_compile_fullgraph_matches_eager():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_batch_and_channel_dims_equal_per_item_results(family):
-    A = SMALL_OPERATORS[family]
-    x = torch.rand((2, 3) + A.domain_shape, dtype=torch.float64)
-    y = torch.rand((2, 3) + A.range_shape, dtype=torch.float64)
-    Ax, ATy = A(x), A.T(y)
-    assert Ax.shape == (2, 3) + A.range_shape and ATy.shape == (2, 3) + A.domain_shape
-    for b in range(2):
-        for c in range(3):
-            torch.testing.assert_close(Ax[b, c], A(x[b, c]), rtol=1e-12, atol=0)
-            torch.testing.assert_close(ATy[b, c], A.T(y[b, c]), rtol=1e-12, atol=0)
-    # A single leading dim and none at all.
-    torch.testing.assert_close(A(x[0]), Ax[0], rtol=1e-12, atol=0)
-    assert A(x[0, 0]).shape == A.range_shape and A.T(y[0, 0]).shape == A.domain_shape
+    assert_batch_dims_give_per_item_results(SMALL_OPERATORS[family])
 
 
 def test_empty_batch_gives_empty_output():
