@@ -268,3 +268,13 @@ torch.library.register_autograd("known_ops::voxel2d_forward", _voxel2d_forward_b
 torch.library.register_autograd("known_ops::voxel2d_adjoint", _voxel2d_adjoint_backward, setup_context=_voxel2d_adjoint_setup)
 torch.library.register_autograd("known_ops::voxel3d_forward", _voxel3d_forward_backward, setup_context=_voxel3d_forward_setup)
 torch.library.register_autograd("known_ops::voxel3d_adjoint", _voxel3d_adjoint_backward, setup_context=_voxel3d_adjoint_setup)
+
+
+# --- autocast: the ops run in float32 inside autocast regions (known_ops/_dtypes.py) ---------------
+
+_OPS = ("joseph2d_forward", "joseph2d_adjoint", "joseph2d_adjoint_gather", "joseph3d_forward", "joseph3d_adjoint",
+        "joseph3d_adjoint_gather", "voxel2d_forward", "voxel2d_adjoint", "voxel3d_forward", "voxel3d_adjoint")
+for _name in _OPS:
+    for _device_type in ("cpu", "cuda"):
+        # float16/bfloat16 operands become float32; float64 ones (the geometry tables) stay as they are.
+        torch.library.register_autocast(f"known_ops::{_name}", _device_type, torch.float32)

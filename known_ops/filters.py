@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._dtypes import floating_input
 from .geometry import _positive_float, _positive_int
 
 __all__ = ["RampFilter", "WINDOWS"]
@@ -135,11 +136,6 @@ def _column_spacing(det_spacing) -> float:
     return _positive_float(pair[1], "det_spacing[1]")
 
 
-def _check_data(t, name: str) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
 
 
 class _KeepsFloat64(nn.Module):
@@ -269,7 +265,7 @@ class RampFilter(_KeepsFloat64):
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
         """Filtered projections, same shape and dtype as ``p``."""
-        _check_data(p, "p")
+        p = floating_input(p, "p")
         k = len(self._trailing)
         if p.dim() < k or tuple(p.shape[-k:]) != self._trailing:
             what = "(..., n_views, n_rows, n_cols)" if k == 2 else "(..., n_views, det_count) or (..., n_rows, n_cols)"

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Volume", "ParallelBeam2D", "FanBeam2D", "ParallelBeam3D", "ConeBeam3D", "uniform_angles"]
+__all__ = ["Volume", "ParallelBeam2D", "FanBeam2D", "ParallelBeam3D", "ConeBeam3D", "uniform_angles", "geometry_from_dict"]
 
 
 # --- validation helpers ------------------------------------------------------------------------
@@ -101,8 +101,23 @@ def uniform_angles(n: int, range: float = math.pi, start: float = 0.0) -> np.nda
     return start + np.arange(n, dtype=np.float64) * (angular_range / n)
 
 
+def _restore_frozen(cls, state: dict):
+    """Unpickling of a _Frozen object: its slots are set directly (arrays read-only again)."""
+    obj = cls.__new__(cls)
+    for name, value in state.items():
+        if isinstance(value, np.ndarray):
+            value = np.array(value)
+            value.flags.writeable = False
+        object.__setattr__(obj, name, value)
+    return obj
+
+
 class _Frozen:
-    """Attributes are set once, in __init__; afterwards the object cannot change."""
+    """Attributes are set once, in __init__; afterwards the object cannot change.
+
+    Being immutable, a copy or deep copy is the object itself; pickling stores the slot values
+    (``_restore_frozen`` sets them back), so volumes and geometries travel to DataLoader workers
+    and into whole-model saves."""
 
     __slots__ = ()
 
@@ -111,6 +126,25 @@ class _Frozen:
 
     def _set(self, name, value):
         object.__setattr__(self, name, value)
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __reduce__(self):
+        names = [name for klass in type(self).__mro__ for name in getattr(klass, "__slots__", ())]
+        return _restore_frozen, (type(self), {name: getattr(self, name) for name in names if hasattr(self, name)})
+
+
+def _check_description(description, expected_type: str) -> dict:
+    """A dict made by to_dict() of `expected_type`, or a ValueError that says what is wrong."""
+    if not isinstance(description, dict):
+        raise TypeError(f"description must be a dict (from {expected_type}.to_dict()), got {type(description).__name__}")
+    if description.get("type") != expected_type:
+        raise ValueError(f"description is of type {description.get('type')!r}, expected {expected_type!r}")
+    return description
 
 
 # --- image grid --------------------------------------------------------------------------------
@@ -170,6 +204,16 @@ class Volume(_Frozen):
     def __repr__(self):
         return f"Volume(shape={self.shape}, spacing={self.spacing}, offset={self.offset})"
 
+    def to_dict(self) -> dict:
+        """A JSON-serialisable description (exact: floats round-trip through JSON)."""
+        return {"type": "Volume", "shape": list(self.shape), "spacing": list(self.spacing), "offset": list(self.offset)}
+
+    @classmethod
+    def from_dict(cls, description: dict) -> "Volume":
+        """The volume that :meth:`to_dict` described."""
+        d = _check_description(description, "Volume")
+        return cls(d["shape"], spacing=d["spacing"], offset=d["offset"])
+
 
 # --- projection geometries: common parts ---------------------------------------------------------
 
@@ -209,6 +253,44 @@ class _Geometry(_Frozen):
 
     def _extra_key(self):
         return ()
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable description that :func:`geometry_from_dict` turns back into an equal
+        geometry (per-view vectors, detector size and the circular scan's parameters; exact, since
+        floats round-trip through JSON)."""
+        size = getattr(self, self._det_attr)
+        offset = self.det_offset
+        return {
+            "type": type(self).__name__,
+            self._det_attr: list(size) if isinstance(size, tuple) else size,
+            "angles": None if self.angles is None else self.angles.tolist(),
+            "det_offset": list(offset) if isinstance(offset, tuple) else offset,
+            **self._extra_dict(),
+            "vectors": self._vectors.tolist(),
+        }
+
+    def _extra_dict(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_dict(cls, description: dict):
+        """The geometry that :meth:`to_dict` described (validated as ``from_vectors`` validates)."""
+        d = _check_description(description, cls.__name__)
+        extra = {"detector": d["detector"]} if "detector" in d else {}
+        geo = cls.from_vectors(d["vectors"], d[cls._det_attr], **extra)
+        angles = d.get("angles")
+        if angles is not None:
+            angles = _float_array(angles, "angles", 1)
+            if len(angles) != geo.n_views:
+                raise ValueError(f"description: {len(angles)} angles for {geo.n_views} views")
+            angles.flags.writeable = False
+        offset = d.get("det_offset")
+        geo._set("angles", angles)
+        geo._set("det_offset", tuple(offset) if isinstance(offset, list) else offset)
+        for name in ("source_distance", "detector_distance", "pitch"):
+            if name in d:
+                geo._set(name, d[name])
+        return geo
 
     def _offset_repr(self) -> str:
         offset = self.det_offset
@@ -261,6 +343,13 @@ class _PointSource:
 
     def _extra_key(self):
         return (self.detector,)
+
+    def _extra_dict(self) -> dict:
+        extra = {"detector": self.detector, "source_distance": self.source_distance,
+                 "detector_distance": self.detector_distance}
+        if hasattr(self, "pitch"):
+            extra["pitch"] = self.pitch
+        return extra
 
     def sources(self) -> np.ndarray:
         """(n_views, 2) (2D) or (n_views, 3) (3D) source positions (mm)."""
@@ -780,3 +869,16 @@ class ConeBeam3D(_PointSource, _Geometry3D):
             f"ConeBeam3D({self._angles_repr()}, {self._distances_repr()}{self._spacing_repr()}{pitch}, "
             f"detector={self.detector!r})"
         )
+
+
+_DESCRIBED = {cls.__name__: cls for cls in (Volume, ParallelBeam2D, FanBeam2D, ParallelBeam3D, ConeBeam3D)}
+
+
+def geometry_from_dict(description: dict):
+    """The :class:`Volume` or geometry that its ``to_dict()`` described (dispatch on ``"type"``)."""
+    if not isinstance(description, dict):
+        raise TypeError(f"description must be a dict (from .to_dict()), got {type(description).__name__}")
+    cls = _DESCRIBED.get(description.get("type"))
+    if cls is None:
+        raise ValueError(f"description: unknown type {description.get('type')!r}; expected one of {sorted(_DESCRIBED)}")
+    return cls.from_dict(description)

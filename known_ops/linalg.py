@@ -6,17 +6,9 @@ import numbers
 
 import torch
 
+from .linear import check_linear_operator
+
 __all__ = ["operator_norm"]
-
-
-def _operator_device(A) -> torch.device:
-    """The device of an operator's tensors (its buffers or parameters); CPU when it has none."""
-    if isinstance(A, torch.nn.Module):
-        for t in A.buffers():
-            return t.device
-        for t in A.parameters():
-            return t.device
-    return torch.device("cpu")
 
 
 def operator_norm(
@@ -34,7 +26,7 @@ def operator_norm(
     for at most ``n_iter`` iterations (one ``A`` and one ``A.T`` each), stopping early when the
     estimate changes by less than ``tol`` relative to its value.
 
-    ``A`` needs ``A(x)``, ``A.T(y)`` and ``A.domain_shape`` (as :class:`known_ops.RayTransform`).
+    ``A`` is any :class:`known_ops.LinearOperator` (a RayTransform, a composition, ...).
     The iteration runs on ``device`` (default: the device of ``A``'s buffers) in ``dtype``
     (default float64, for accuracy whatever the data's type).
 
@@ -58,9 +50,8 @@ def operator_norm(
         raise TypeError(f"seed must be an integer, got {seed!r}")
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}")
-    if not (callable(A) and hasattr(A, "T") and hasattr(A, "domain_shape")):
-        raise TypeError(f"A must be a linear operator with A(x), A.T(y) and domain_shape (e.g. a RayTransform), got {type(A).__name__}")
-    device = _operator_device(A) if device is None else torch.device(device)
+    check_linear_operator(A)
+    device = A._device() if device is None else torch.device(device)
 
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     x = torch.randn(tuple(A.domain_shape), generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)

@@ -3,21 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
 from . import _ops
-from .geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3D, Volume
+from ._dtypes import floating_input
+from .geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3D, Volume, geometry_from_dict
+from .linear import LinearOperator, check_trailing_shape
 
 __all__ = ["RayTransform"]
 
 _MODELS = ("joseph", "voxel")
-
-
-def _check_floating(t, name: str) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if t.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {t.dtype}")
 
 
 def _check_source_outside(volume: Volume, geometry: FanBeam2D) -> None:
@@ -165,7 +159,7 @@ def _view_index(views, n_views: int, device) -> torch.Tensor:
     return torch.tensor([int(item) % n_views for item in items], dtype=torch.int64, device=device)
 
 
-class RayTransform(nn.Module):
+class RayTransform(LinearOperator):
     """The ray transform ``A`` from ``volume`` to ``geometry``'s projections, as a module.
 
     ``A(x)`` maps ``(..., ny, nx)`` to ``(..., n_views, det_count)`` line integrals
@@ -196,6 +190,12 @@ class RayTransform(nn.Module):
 
     ``A(x, views=idx)`` and ``A.T(y, views=idx)`` use only the views ``idx`` (ordered
     subsets, stochastic training): ``A(x, views=idx)`` equals ``A(x)[..., idx, :, ...]``.
+
+    A ``RayTransform`` is a :class:`known_ops.LinearOperator` (composition, scaling, ``norm()``).
+    ``volume``, ``geometry``, ``model`` and ``weighting`` are read-only (the tables are built
+    for them): build a new operator to change them. Under ``torch.autocast`` half-precision
+    inputs run in float32 (``known_ops._dtypes``). ``to_dict()`` describes the operator in JSON
+    terms and ``RayTransform.from_dict`` rebuilds it.
     """
 
     _TABLES = ("_rays", "_views", "_rays_f32", "_views_f32", "_frames", "_fdk")
@@ -221,17 +221,45 @@ class RayTransform(nn.Module):
             _check_source_outside(volume, geometry)
         if isinstance(geometry, ConeBeam3D):
             _check_cone_in_front(volume, geometry)
-        self.volume = volume
-        self.geometry = geometry
-        self.model = model
-        self.weighting = weighting
+        # Read-only (see the properties below): the tables are built for these.
+        self.__dict__.update(_volume=volume, _geometry=geometry, _model=model, _weighting=weighting)
         fdk = _fdk_constants(geometry) if weighting == "fdk" else None
         self.register_buffer("_fdk", fdk, persistent=False)
         if volume.ndim == 3:
             self._register_frames()
         else:
             self._register_tables_2d()
-        self.__dict__["_adjoint"] = _Adjoint(self)  # not a submodule: A and A.T share one set of tables
+
+    def _read_only(name):  # noqa: N805 - a helper that builds properties in the class body
+        def get(self):
+            return self.__dict__["_" + name]
+
+        def set_(self, value):
+            raise AttributeError(
+                f"RayTransform.{name} is read-only (the operator's tables were built for it); "
+                f"build a new RayTransform(volume, geometry, model=..., weighting=...) instead"
+            )
+
+        return property(get, set_, doc=f"The operator's {name} (read-only).")
+
+    volume = _read_only("volume")
+    geometry = _read_only("geometry")
+    model = _read_only("model")
+    weighting = _read_only("weighting")
+    del _read_only
+
+    def to_dict(self) -> dict:
+        """A JSON-serialisable description: volume, geometry, model and weighting."""
+        return {"type": "RayTransform", "volume": self.volume.to_dict(), "geometry": self.geometry.to_dict(),
+                "model": self.model, "weighting": self.weighting}
+
+    @classmethod
+    def from_dict(cls, description: dict) -> "RayTransform":
+        """The operator that :meth:`to_dict` described."""
+        if not isinstance(description, dict) or description.get("type") != "RayTransform":
+            raise ValueError("description must be a dict made by RayTransform.to_dict() (type 'RayTransform')")
+        return cls(Volume.from_dict(description["volume"]), geometry_from_dict(description["geometry"]),
+                   model=description.get("model", "joseph"), weighting=description.get("weighting", "line"))
 
     def _register_frames(self) -> None:
         """3D: one frame (float64, whatever the data's dtype) per view; rays are set up from it."""
@@ -259,10 +287,6 @@ class RayTransform(nn.Module):
         self.register_buffer("_views", views, persistent=False)
         self.register_buffer("_rays_f32", rays.float(), persistent=False)
         self.register_buffer("_views_f32", views.float(), persistent=False)
-
-    @property
-    def T(self) -> "_Adjoint":
-        return self.__dict__["_adjoint"]
 
     def _apply(self, fn, recurse=True):
         # Module casts (A.float(), model.half(), model.to(dtype)) must not round
@@ -309,14 +333,15 @@ class RayTransform(nn.Module):
             return tables
         return tuple(None if t is None else t.index_select(0, idx) for t in tables)
 
-    def _check_trailing(self, t: torch.Tensor, name: str, expected: tuple[int, ...], what: str) -> None:
-        _check_floating(t, name)
-        if t.dim() < len(expected) or tuple(t.shape[-len(expected):]) != tuple(expected):
-            raise ValueError(f"{name} must have shape (..., {', '.join(map(str, expected))}) ({what}), got {tuple(t.shape)}")
+    @staticmethod
+    def _checked(t, name: str, expected: tuple[int, ...], what: str) -> torch.Tensor:
+        t = floating_input(t, name)
+        check_trailing_shape(t, name, expected, what)
+        return t
 
     def forward(self, x: torch.Tensor, views=None) -> torch.Tensor:
         """Projections ``A x`` of ``x`` (..., *volume.shape); only of ``views`` when given."""
-        self._check_trailing(x, "x", self.domain_shape, "the volume's shape")
+        x = self._checked(x, "x", self.domain_shape, "the volume's shape")
         self._check_device(x, "x")
         *tables, fdk = self._tables(x, self._view_indices(views))
         lead = x.shape[: x.dim() - self.volume.ndim]
@@ -336,7 +361,7 @@ class RayTransform(nn.Module):
         """Back-projection ``A^T y`` of ``y`` (..., n_views, *detector); of ``len(views)`` views when given."""
         idx = self._view_indices(views)
         expected = (self.geometry.n_views if idx is None else len(idx),) + tuple(self.range_shape[1:])
-        self._check_trailing(y, "y", expected, "(n_views, " + ("n_rows, n_cols)" if self.volume.ndim == 3 else "det_count)"))
+        y = self._checked(y, "y", expected, "(n_views, " + ("n_rows, n_cols)" if self.volume.ndim == 3 else "det_count)"))
         self._check_device(y, "y")
         *tables, fdk = self._tables(y, idx)
         lead = y.shape[: y.dim() - len(expected)]
@@ -354,21 +379,3 @@ class RayTransform(nn.Module):
 
     def extra_repr(self) -> str:
         return f"volume={self.volume!r},\ngeometry={self.geometry!r},\nmodel={self.model!r}"
-
-
-class _Adjoint(nn.Module):
-    """``A.T``: the exact adjoint (back-projection) of a RayTransform, sharing its tables."""
-
-    def __init__(self, forward_op: RayTransform):
-        super().__init__()
-        self.__dict__["_forward_op"] = forward_op  # plain reference, so A and A.T do not own each other
-
-    @property
-    def T(self) -> RayTransform:
-        return self.__dict__["_forward_op"]
-
-    def forward(self, y: torch.Tensor, views=None) -> torch.Tensor:
-        return self.T.adjoint(y, views=views)
-
-    def extra_repr(self) -> str:
-        return f"adjoint of RayTransform(volume={self.T.volume!r}, geometry={self.T.geometry!r})"

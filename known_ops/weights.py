@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .filters import _check_data, _KeepsFloat64
+from ._dtypes import floating_input
+from .filters import _KeepsFloat64
 from .geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3D
 
 __all__ = ["cosine_weights", "parker_weights", "ProjectionWeight", "CosineWeighting", "ParkerWeighting"]
@@ -430,7 +431,7 @@ class ProjectionWeight(_KeepsFloat64):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         """``y * weight``, the same shape and dtype as ``y``."""
-        _check_data(y, "y")
+        y = floating_input(y, "y")
         expected = self._data_shape
         k = len(expected)
         trailing = tuple(y.shape[-k:]) if y.dim() >= k else None

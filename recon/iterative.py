@@ -25,7 +25,8 @@ from typing import Callable
 
 import torch
 
-from known_ops.linalg import _operator_device, operator_norm
+from known_ops.linalg import operator_norm
+from known_ops.linear import FiniteDifferenceGradient, check_linear_operator, forward_differences
 
 __all__ = ["landweber", "sirt", "cgls", "tv_pdhg", "total_variation"]
 
@@ -38,11 +39,7 @@ _NORM_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def _check_operator(A) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    if not (callable(A) and hasattr(A, "T") and hasattr(A, "domain_shape") and hasattr(A, "range_shape")):
-        raise TypeError(
-            "A must be a linear operator with A(x), A.T(y), domain_shape and range_shape "
-            f"(e.g. a known_ops.RayTransform), got {type(A).__name__}"
-        )
+    check_linear_operator(A)
     return tuple(A.domain_shape), tuple(A.range_shape)
 
 
@@ -57,8 +54,8 @@ def _check_data(y, range_shape: tuple[int, ...], A) -> None:
             f"y must have shape (..., {', '.join(map(str, range_shape))}) (the operator's range, i.e. the "
             f"geometry's projection shape), got {tuple(y.shape)}"
         )
-    if isinstance(A, torch.nn.Module) and any(True for _ in A.buffers()):
-        device = _operator_device(A)
+    if any(True for _ in A.buffers()):
+        device = A._device()
         if device != y.device:
             raise ValueError(f"y is on {y.device} but the operator A is on {device}; move it with A.to({str(y.device)!r})")
 
