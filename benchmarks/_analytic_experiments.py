@@ -77,41 +77,27 @@ def _noisy(y: torch.Tensor, level: float, generator: torch.Generator) -> torch.T
     return y + sigma * torch.randn(y.shape, generator=generator, dtype=y.dtype)
 
 
-def _angle_step(geometry) -> float:
-    return abs(float(geometry.angles[1] - geometry.angles[0]))
-
-
 class _FBP:
-    """Filtered back-projection from the known-operator layers, with an explicit redundancy weight:
+    """``recon.FBP`` (Hann window) of one geometry with an explicit redundancy weight and cut-off, the
+    back-projector built once and shared:
 
         x = dbeta * B(RampFilter_{hann, cutoff}(c * w * y)),
 
-    ``B`` the FDK-weighted voxel-driven back-projector (``RayTransform(..., model="voxel",
-    weighting="fdk").T``), ``c`` the cosine weights (fan beam; 1 for parallel beams), ``w`` the
-    redundancy weight (a tensor or a number) and ``dbeta`` the angular step. With w = Parker's weights
-    for the scan's range (``parker_weights(geo, reduced_scan=True)``) this is exactly ``recon.FBP``
-    (checked for every scan in the runs); the other weights are the limited-angle table's
-    alternatives."""
+    ``B`` the FDK-weighted voxel-driven back-projector, ``c`` the cosine weights (fan beam), ``w`` the
+    redundancy weight (a tensor or a number; Parker's for the scan's range is recon.FBP's default) and
+    ``dbeta`` the angular step. The other weights are the limited-angle table's alternatives."""
 
     def __init__(self, volume, geometry, window: str = "hann"):
+        self.volume = volume
         self.geometry = geometry
         self.window = window
-        self.step = _angle_step(geometry)
-        self.cos = ko.cosine_weights(geometry) if isinstance(geometry, ko.FanBeam2D) else 1.0
         self.back = ko.RayTransform(volume, geometry, model="voxel", weighting="fdk").T
-        self._filters: dict[tuple, ko.RampFilter] = {}
 
     def __call__(self, y: torch.Tensor, weight, cutoff: float, spatial_ramp: bool = True) -> torch.Tensor:
-        filt = self._filters.get((cutoff, spatial_ramp))
-        if filt is None:
-            filt = ko.RampFilter(self.geometry.det_count, float(self.geometry.det_spacing[0]), window=self.window,
-                                 cutoff=cutoff, spatial_ramp=spatial_ramp)
-            self._filters[(cutoff, spatial_ramp)] = filt
-        w = self.cos * weight
-        if isinstance(w, torch.Tensor):
-            w = w.to(y.dtype)
+        model = recon.FBP(self.volume, self.geometry, filter=self.window, cutoff=cutoff, spatial_ramp=spatial_ramp,
+                          redundancy_weighting=weight, backprojector=self.back)
         with torch.no_grad():
-            return self.back(filt(y * w)) * self.step
+            return model(y)
 
 
 def _tv_batch(A, y: torch.Tensor, lams, n_iter: int, nonneg: bool) -> torch.Tensor:

@@ -17,11 +17,12 @@ from .linear import (
 )
 from .operators import RayTransform
 from .filters import RampFilter
+from .rebinning import FanToParallelRebinning, ParallelToFanRebinning
 from .linalg import operator_norm
 from .weights import CosineWeighting, ParkerWeighting, ProjectionWeight, cosine_weights, parker_weights
 
 __all__ = ["Volume", "ParallelBeam2D", "FanBeam2D", "ParallelBeam3D", "ConeBeam3D", "uniform_angles", "geometry_from_dict",
            "LinearOperator", "ComposedOperator", "SumOperator", "ScaledOperator", "IdentityOperator", "MatrixOperator",
-           "FiniteDifferenceGradient", "adjointness_test", "RayTransform",
+           "FiniteDifferenceGradient", "adjointness_test", "RayTransform", "FanToParallelRebinning", "ParallelToFanRebinning",
            "RampFilter", "ProjectionWeight", "CosineWeighting", "ParkerWeighting", "cosine_weights", "parker_weights", "operator_norm"]
 __version__ = "0.1.0"

@@ -26,7 +26,9 @@ from typing import Callable
 import torch
 
 from known_ops.linalg import operator_norm
-from known_ops.linear import FiniteDifferenceGradient, check_linear_operator, forward_differences
+from known_ops.linear import FiniteDifferenceGradient, check_linear_operator
+
+from . import steps
 
 __all__ = ["landweber", "sirt", "cgls", "tv_pdhg", "total_variation"]
 
@@ -228,9 +230,7 @@ def landweber(
     r = y - A(x)
     monitor.start({"residual": _norms(r, rdim)})
     for k in range(1, n_iter + 1):
-        x = x + step * A.T(r)
-        if nonneg:
-            x = torch.clamp(x, min=0)
+        x = steps.landweber_update(A, x, r, step, nonneg)
         r = y - A(x)
         if monitor.step(k, x, lambda: {"residual": _norms(r, rdim)}):
             break
@@ -238,13 +238,6 @@ def landweber(
 
 
 # --- SIRT ----------------------------------------------------------------------------------------
-
-
-def _inverse_sums(sums: torch.Tensor, rel_eps: float = 1e-6) -> torch.Tensor:
-    """1 / sums, and 0 where a sum is (numerically) zero: below rel_eps times the largest one."""
-    threshold = rel_eps * float(sums.abs().max()) if sums.numel() else 0.0
-    keep = sums.abs() > threshold
-    return torch.where(keep, 1.0 / torch.where(keep, sums, torch.ones_like(sums)), torch.zeros_like(sums))
 
 
 def sirt(
@@ -279,9 +272,7 @@ def sirt(
     x = _start(x0, y, domain_shape, rdim)
     if nonneg:
         x = torch.clamp(x, min=0)
-    with torch.no_grad():
-        R = _inverse_sums(A(torch.ones(domain_shape, dtype=y.dtype, device=y.device)))
-        C = _inverse_sums(A.T(torch.ones(range_shape, dtype=y.dtype, device=y.device))) * relaxation
+    R, C = steps.sirt_preconditioners(A, y.dtype, y.device, relaxation)
 
     def info(r):
         return {"residual": _norms(r, rdim), "weighted_residual": torch.sqrt(torch.sum(R * r * r, dim=tuple(range(-rdim, 0))))}
@@ -290,9 +281,7 @@ def sirt(
     r = y - A(x)
     monitor.start(info(r))
     for k in range(1, n_iter + 1):
-        x = x + C * A.T(R * r)
-        if nonneg:
-            x = torch.clamp(x, min=0)
+        x = steps.sirt_update(A, x, r, R, C, nonneg)
         r = y - A(x)
         if monitor.step(k, x, lambda: info(r)):
             break
@@ -365,35 +354,6 @@ def cgls(
 # --- TV by PDHG ----------------------------------------------------------------------------------
 
 
-def _gradient(x: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
-    """Forward differences over the last len(spacing) dims, divided by the spacing, zero at the far
-    edge (Neumann): (..., *shape) -> (..., ndim, *shape), components in array (axis) order."""
-    ndim = len(spacing)
-    parts = []
-    for d, h in enumerate(spacing):
-        dim = x.dim() - ndim + d
-        diff = torch.diff(x, dim=dim) / h
-        edge = torch.zeros_like(x.narrow(dim, 0, 1))
-        parts.append(torch.cat([diff, edge], dim=dim))
-    return torch.stack(parts, dim=x.dim() - ndim)
-
-
-def _gradient_adjoint(g: torch.Tensor, spacing: tuple[float, ...]) -> torch.Tensor:
-    """The exact adjoint of _gradient (minus the divergence): (..., ndim, *shape) -> (..., *shape)."""
-    ndim = len(spacing)
-    comp = g.dim() - ndim - 1
-    out = None
-    for d, h in enumerate(spacing):
-        gd = g.select(comp, d)
-        dim = gd.dim() - ndim + d
-        n = gd.shape[dim]
-        inner = gd.narrow(dim, 0, n - 1)  # the components that forward differences produce
-        zero = torch.zeros_like(gd.narrow(dim, 0, 1))
-        term = (torch.cat([zero, inner], dim=dim) - torch.cat([inner, zero], dim=dim)) / h
-        out = term if out is None else out + term
-    return out
-
-
 def total_variation(x: torch.Tensor, ndim: int = 2, spacing=1.0) -> torch.Tensor:
     """Isotropic total variation ``sum_pixels |grad x|_2`` over the last ``ndim`` dims, per batch item.
 
@@ -407,7 +367,7 @@ def total_variation(x: torch.Tensor, ndim: int = 2, spacing=1.0) -> torch.Tensor
     if x.dim() < ndim:
         raise ValueError(f"x must have at least ndim={ndim} dims, got shape {tuple(x.shape)}")
     spacing = _spacing_tuple(spacing, ndim)
-    g = _gradient(x, spacing)
+    g = FiniteDifferenceGradient(tuple(x.shape[x.dim() - ndim:]), spacing)(x)
     mag = _magnitude(g, x.dim() - ndim)
     return torch.sum(mag, dim=tuple(range(-ndim, 0)))
 
@@ -536,8 +496,9 @@ def tv_pdhg(
     dims_d = tuple(range(-ndim, 0))
     dims_r = tuple(range(-rdim, 0))
     gdim = x.dim() - ndim  # the gradient-component dim in grad(x)
+    G = FiniteDifferenceGradient(domain_shape, spacing)
     Ax = A(x)
-    Gx = _gradient(x, spacing)
+    Gx = G(x)
     Ax_bar, Gx_bar = Ax, Gx
     p = torch.zeros_like(y.expand(Ax.shape))
     q = torch.zeros_like(Gx)
@@ -564,17 +525,12 @@ def tv_pdhg(
         # At p = q = 0 the restricted dual value is 0, so the gap is the objective itself.
         monitor.start({"residual": _norms(res0, rdim), "objective": obj0, "gap": obj0})
     for k in range(1, n_iter + 1):
-        p = (p + sigma_p * (Ax_bar - y)) / (1.0 + sigma_p)
-        if lam > 0:
-            q = q + sigma_q * Gx_bar
-            mag = _magnitude(q, gdim, keepdim=True)
-            q = q / torch.clamp(mag / lam, min=1.0)
-        KTpq = A.T(p) + _gradient_adjoint(q, spacing)
-        x_new = x - tau_x * KTpq
-        if nonneg:
-            x_new = torch.clamp(x_new, min=0)
+        p = steps.pdhg_dual_data_step(p, Ax_bar, y, sigma_p)
+        q = steps.pdhg_dual_tv_step(q, Gx_bar, sigma_q, lam, gdim)
+        KTpq = A.T(p) + G.T(q)
+        x_new = steps.pdhg_primal_step(x, KTpq, tau_x, nonneg)
         Ax_new = A(x_new)
-        Gx_new = _gradient(x_new, spacing)
+        Gx_new = G(x_new)
         # Linearity: A xbar = 2 A x_new - A x, so each iteration needs one A and one A.T.
         Ax_bar, Gx_bar = 2.0 * Ax_new - Ax, 2.0 * Gx_new - Gx
         x, Ax, Gx = x_new, Ax_new, Gx_new

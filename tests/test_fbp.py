@@ -142,7 +142,7 @@ def test_parallel_overscan_is_weighted_for_redundancy():
     the doubly measured lines correctly)."""
     geo = ko.ParallelBeam2D(ko.uniform_angles(270, 1.5 * math.pi), 185, 2.0)
     model = recon.FBP(VOLUME, geo)
-    assert model.weighting is not None
+    assert model.redundancy_weighting is not None
     x = phantoms.shepp_logan(VOLUME, dtype=torch.float64)
     r = model(phantoms.shepp_logan_projections(geo, volume=VOLUME))
     expected, got = _flat_region_means(x), _flat_region_means(r)
@@ -155,7 +155,7 @@ def test_limited_angle_fan_fbp_uses_reduced_scan_parker_weights():
     geo = ko.FanBeam2D(ko.uniform_angles(150, math.radians(150)), 500.0, 500.0, 300, 2.0)
     model = recon.FBP(VOLUME, geo, learnable=True)
     expected = ko.cosine_weights(geo) * ko.parker_weights(geo, reduced_scan=True)
-    torch.testing.assert_close(model.weighting.weight.detach().to(torch.float64).expand(geo.shape),
-                               expected.expand(geo.shape))
+    weight = model.redundancy_weighting.weight * model.cosine_weighting.weight
+    torch.testing.assert_close(weight.detach().to(torch.float64).expand(geo.shape), expected.expand(geo.shape))
     out = model(phantoms.shepp_logan_projections(geo, volume=VOLUME).float())
     assert out.shape == VOLUME.shape and torch.isfinite(out).all()

@@ -16,7 +16,8 @@ import known_ops as ko
 import phantoms
 import recon
 from known_ops.linalg import operator_norm
-from recon.iterative import _gradient, _gradient_adjoint
+from known_ops.linear import forward_differences as _gradient
+from known_ops.linear import forward_differences_adjoint as _gradient_adjoint
 
 # Under-determined: 32x32 pixels, 24 views x 45 bins (A has a null space).
 VOL32 = ko.Volume((32, 32))
