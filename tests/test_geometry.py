@@ -1,4 +1,4 @@
-"""Geometry objects: conventions of DESIGN.md section 2, immutability, printing, vectors and rays."""
+"""Geometry objects: the conventions of docs/conventions.md, immutability, printing, vectors and rays."""
 from __future__ import annotations
 
 import math
@@ -82,7 +82,7 @@ def test_uniform_angles_excludes_the_endpoint():
     assert angles[0] == 0.0 and angles[-1] < math.pi
 
 
-# --- circular constructors: the vectors of DESIGN.md section 2 -------------------------------------
+# --- circular constructors: the vectors of docs/conventions.md -------------------------------------
 
 
 def test_parallel_vectors_follow_the_convention():

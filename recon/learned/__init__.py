@@ -9,6 +9,7 @@ algorithm exists the model starts as that algorithm. See ``docs/learned.md``.
 """
 from ._common import count_parameters
 from .fbp import LearnedFBP
+from .rebinning import DerivedRebinning
 from .unrolled import LearnedGradient, LearnedPrimal, LearnedPrimalDual
 
-__all__ = ["count_parameters", "LearnedFBP", "LearnedGradient", "LearnedPrimal", "LearnedPrimalDual"]
+__all__ = ["count_parameters", "LearnedFBP", "DerivedRebinning", "LearnedGradient", "LearnedPrimal", "LearnedPrimalDual"]
