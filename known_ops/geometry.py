@@ -873,12 +873,44 @@ class ConeBeam3D(_PointSource, _Geometry3D):
 
 _DESCRIBED = {cls.__name__: cls for cls in (Volume, ParallelBeam2D, FanBeam2D, ParallelBeam3D, ConeBeam3D)}
 
+# The circular short form: the constructor's arguments (required, optional), the angles given as n_views,
+# angular_range (default below) and start_angle.
+_CIRCULAR = {
+    "ParallelBeam2D": (("det_count",), ("det_spacing", "det_offset"), math.pi),
+    "FanBeam2D": (("source_distance", "detector_distance", "det_count"), ("det_spacing", "det_offset", "detector"),
+                  2 * math.pi),
+    "ParallelBeam3D": (("det_shape",), ("det_spacing", "det_offset"), math.pi),
+    "ConeBeam3D": (("source_distance", "detector_distance", "det_shape"),
+                   ("det_spacing", "det_offset", "detector", "pitch"), 2 * math.pi),
+}
+
+
+def _circular_from_dict(description: dict):
+    kind = description["type"]
+    required, optional, default_range = _CIRCULAR[kind]
+    allowed = {"type", "n_views", "angular_range", "start_angle", *required, *optional}
+    unknown = sorted(set(description) - allowed)
+    missing = [k for k in ("n_views", *required) if k not in description]
+    if unknown or missing:
+        problems = ([f"missing key(s) {missing}"] if missing else []) + ([f"unknown key(s) {unknown}"] if unknown else [])
+        raise ValueError(f"description: the circular form of {kind}: {'; '.join(problems)}; allowed: {sorted(allowed)}")
+    angles = uniform_angles(description["n_views"], description.get("angular_range", default_range),
+                            description.get("start_angle", 0.0))
+    return _DESCRIBED[kind](angles, *(description[k] for k in required),
+                            **{k: description[k] for k in optional if k in description})
+
 
 def geometry_from_dict(description: dict):
-    """The :class:`Volume` or geometry that its ``to_dict()`` described (dispatch on ``"type"``)."""
+    """The :class:`Volume` or geometry that a dict describes (dispatch on ``"type"``): the exact form
+    that ``to_dict()`` writes (with ``"vectors"``), or the short form of a circular scan: the
+    constructor's arguments with the angles as ``n_views``, ``angular_range`` (default pi for parallel
+    beams, 2 pi for fan and cone beams) and ``start_angle`` (default 0), e.g.
+    ``{"type": "ParallelBeam2D", "n_views": 30, "det_count": 183}``."""
     if not isinstance(description, dict):
         raise TypeError(f"description must be a dict (from .to_dict()), got {type(description).__name__}")
     cls = _DESCRIBED.get(description.get("type"))
     if cls is None:
         raise ValueError(f"description: unknown type {description.get('type')!r}; expected one of {sorted(_DESCRIBED)}")
+    if cls is not Volume and "vectors" not in description:
+        return _circular_from_dict(description)
     return cls.from_dict(description)

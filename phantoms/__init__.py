@@ -4,11 +4,13 @@
 (Kak-Slaney and modified/Schabel) as ellipsoid tables; random ellipse phantoms
 (Adler-Oektem / dival distribution) as training data; supersampled
 rasterisation / voxelisation on a ``known_ops.Volume`` and exact analytic line
-integrals for any 2D or 3D geometry. Orientation and scaling are documented in
+integrals for any 2D or 3D geometry; noise models (Gaussian, Poisson with the log transform).
+Orientation and scaling are documented in
 ``docs/phantoms.md``.
 """
 from .ellipses import Ellipse, ellipse_image, ellipse_line_integrals
 from .ellipsoids import Ellipsoid, ellipsoid_line_integrals, ellipsoid_volume
+from .noise import GaussianNoise, NoNoise, PoissonNoise, noise_from_dict
 from .random_ellipses import (
     RandomEllipsesDataset,
     random_ellipse_images,
@@ -57,4 +59,8 @@ __all__ = [
     "random_ellipse_images",
     "random_ellipse_projections",
     "RandomEllipsesDataset",
+    "GaussianNoise",
+    "PoissonNoise",
+    "NoNoise",
+    "noise_from_dict",
 ]
