@@ -122,6 +122,13 @@ def voxel3d_adjoint(proj, frames, nz: int, ny: int, nx: int, fdk=None) -> torch.
     return _ops.voxel3d_adjoint(proj, frames, nz, ny, nx, fdk)
 
 
+def _parallel_threads_used(n: int) -> int:
+    """Build diagnostic: on how many threads at::parallel_for, inside the extension, ran n items
+    (grain 1); 1 whatever torch.set_num_threads says when it was built without torch's parallel
+    backend (setup.py, openmp_flags)."""
+    return _ops._parallel_threads_used(n)
+
+
 # --- fake kernels: output shapes only ------------------------------------------------------------
 
 
