@@ -69,7 +69,7 @@ KO_HD double cross(Vec2 a, Vec2 b) { return a.x * b.y - a.y * b.x; }
 KO_HD double dot(Vec2 a, Vec2 b) { return a.x * b.x + a.y * b.y; }
 
 // Pixel grid: voxel centre of (i, j) is  x = (j - (nx-1)/2) sx + ox,
-// y = (i - (ny-1)/2) sy + oy  (DESIGN.md section 2).
+// y = (i - (ny-1)/2) sy + oy  (docs/conventions.md).
 struct Grid2D {
   int64_t ny, nx;
   double sy, sx, oy, ox;

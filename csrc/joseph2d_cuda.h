@@ -1,5 +1,5 @@
 // Launchers of the 2D Joseph CUDA kernels.  Plain pointers and a stream, no
-// torch types, so the .cu file compiles with nvcc alone (DESIGN.md section 1).
+// torch types, so the .cu file compiles with nvcc alone (docs/design.md, section 1).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -79,7 +79,7 @@ KO_HD constexpr int minor_b(int major) { return major == 0 ? 1 : 0; }
 KO_HD constexpr int minor_c(int major) { return major == 2 ? 1 : 2; }
 
 // Voxel grid: centre of (k, i, j) at x = (j - (nx-1)/2) sx + ox, y = (i - (ny-1)/2) sy + oy,
-// z = (k - (nz-1)/2) sz + oz  (DESIGN.md section 2).  Arrays in index order (z, y, x).
+// z = (k - (nz-1)/2) sz + oz  (docs/conventions.md).  Arrays in index order (z, y, x).
 struct Grid3D {
   int64_t n[3];
   double s[3], o[3];

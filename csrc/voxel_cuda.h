@@ -1,6 +1,6 @@
 // Launchers of the voxel-driven CUDA kernels (model="voxel").  Plain pointers
 // and a stream, no torch types, so the .cu file compiles with nvcc alone
-// (DESIGN.md section 1).  All pointers are on the device; `fdk` (n_views
+// (docs/design.md, section 1).  All pointers are on the device; `fdk` (n_views
 // values) is null for the line-integral weighting (voxel.h).
 #pragma once
 

@@ -156,7 +156,7 @@ def test_overfits_one_small_batch(name):
         loss = torch.nn.functional.mse_loss(model(y), x)
         loss.backward()
         optimiser.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] <= losses[0] / 10, f"{name}: loss {losses[0]:.3g} -> {losses[-1]:.3g}"
 
 
