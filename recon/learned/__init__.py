@@ -10,6 +10,9 @@ algorithm exists the model starts as that algorithm. See ``docs/learned.md``.
 from ._common import count_parameters
 from .fbp import LearnedFBP
 from .rebinning import DerivedRebinning
+from .unet import UNet, UNetPostProcessing
 from .unrolled import LearnedGradient, LearnedPrimal, LearnedPrimalDual
+from .variational import VariationalNetwork
 
-__all__ = ["count_parameters", "LearnedFBP", "DerivedRebinning", "LearnedGradient", "LearnedPrimal", "LearnedPrimalDual"]
+__all__ = ["count_parameters", "LearnedFBP", "VariationalNetwork", "LearnedGradient", "LearnedPrimal",
+           "LearnedPrimalDual", "DerivedRebinning", "UNetPostProcessing", "UNet"]

@@ -2,13 +2,36 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
 
 import known_ops as ko
 
-__all__ = ["count_parameters", "ConvBlock", "ray_transform", "flatten_batch", "unflatten_batch", "initial_reconstruction"]
+__all__ = ["count_parameters", "ConvBlock", "ray_transform", "flatten_batch", "unflatten_batch", "initial_reconstruction",
+           "positive_int", "flag", "check_ndim"]
+
+
+def positive_int(value, name: str, minimum: int = 1) -> int:
+    """``value`` as an int ``>= minimum``; a TypeError or ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_ndim(volume, model: str) -> int:
+    if volume.ndim not in (2, 3):
+        raise ValueError(f"{model}: volume must be 2D or 3D, got {volume.ndim}D")
+    return volume.ndim
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
@@ -80,11 +103,20 @@ class ConvBlock(nn.Sequential):
             nn.init.zeros_(self[-1].weight)
 
 
-def initial_reconstruction(volume, geometry, filter: str = "ram-lak", cutoff: float = 1.0):
-    """The frozen FBP/FDK that starts an unrolled scheme (``recon.FBP`` with the given window)."""
+def initial_reconstruction(volume, geometry, fbp_filter: str = "ram-lak", fbp_cutoff: float = 1.0):
+    """The frozen FBP/FDK (``recon.FBP`` with window ``fbp_filter`` and cut-off ``fbp_cutoff``) that
+    starts an unrolled scheme or feeds a post-processing network; errors about the window and the
+    cut-off name the models' hyper-parameters ``fbp_filter`` and ``fbp_cutoff``."""
     from recon.analytic import FBP
 
-    fbp = FBP(volume, geometry, filter=filter, cutoff=cutoff)
+    try:
+        fbp = FBP(volume, geometry, filter=fbp_filter, cutoff=fbp_cutoff)
+    except (TypeError, ValueError) as err:
+        message = str(err)
+        for old, new in (("window", "fbp_filter"), ("cutoff", "fbp_cutoff")):
+            if message.startswith(old + " "):
+                raise type(err)(new + message[len(old):]) from None
+        raise
     for p in fbp.parameters():
         p.requires_grad_(False)
     return fbp

@@ -15,23 +15,15 @@ volume's physical units.
 """
 from __future__ import annotations
 
-import numbers
-
 import torch
 from torch import nn
 
 import known_ops as ko
 from recon import steps
 
-from ._common import ConvBlock, flatten_batch, initial_reconstruction, ray_transform, unflatten_batch
+from ._common import ConvBlock, flatten_batch, initial_reconstruction, positive_int, ray_transform, unflatten_batch
 
 __all__ = ["LearnedGradient", "LearnedPrimal", "LearnedPrimalDual"]
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 class _Unrolled(nn.Module):
@@ -42,7 +34,7 @@ class _Unrolled(nn.Module):
         A = ray_transform(volume, geometry, operator)
         self.volume = volume
         self.geometry = geometry
-        self.n_iter = _positive_int(n_iter, "n_iter")
+        self.n_iter = positive_int(n_iter, "n_iter")
         # ||A|| by power iteration (deterministic for its fixed seed), in float64.
         self.operator_norm = A.norm()
         self.operator = A / self.operator_norm
@@ -88,9 +80,9 @@ class LearnedGradient(_Unrolled):
     def __init__(self, volume, geometry, n_iter: int = 10, n_memory: int = 5, hidden: int = 32,
                  initial: str = "fbp", fbp_filter: str = "ram-lak", fbp_cutoff: float = 1.0, operator=None):
         super().__init__(volume, geometry, operator, initial, fbp_filter, fbp_cutoff, n_iter)
-        self.n_memory = _positive_int(n_memory, "n_memory")
+        self.n_memory = positive_int(n_memory, "n_memory")
         self.gradient = ko.FiniteDifferenceGradient(volume)
-        self.update = ConvBlock(self.n_memory + 3, self.n_memory + 1, _positive_int(hidden, "hidden"),
+        self.update = ConvBlock(self.n_memory + 3, self.n_memory + 1, positive_int(hidden, "hidden"),
                                 activation="relu", ndim=self._ndim)
         for layer in (self.update[0], self.update[2]):
             nn.init.constant_(layer.bias, 0.01)
@@ -126,11 +118,11 @@ class LearnedPrimalDual(_Unrolled):
     def __init__(self, volume, geometry, n_iter: int = 10, n_primal: int = 5, n_dual: int = 5, hidden: int = 32,
                  initial: str = "zero", fbp_filter: str = "ram-lak", fbp_cutoff: float = 1.0, operator=None):
         super().__init__(volume, geometry, operator, initial, fbp_filter, fbp_cutoff, n_iter)
-        self.n_primal = _positive_int(n_primal, "n_primal")
-        self.n_dual = _positive_int(n_dual, "n_dual")
+        self.n_primal = positive_int(n_primal, "n_primal")
+        self.n_dual = positive_int(n_dual, "n_dual")
         if self.n_primal < 2:
             raise ValueError(f"n_primal must be at least 2 (channel 1 feeds the operator, channel 0 is the output), got {n_primal}")
-        hidden = _positive_int(hidden, "hidden")
+        hidden = positive_int(hidden, "hidden")
         self.dual_updates = nn.ModuleList(
             [ConvBlock(self.n_dual + 2, self.n_dual, hidden, ndim=self._data_ndim) for _ in range(self.n_iter)])
         self.primal_updates = nn.ModuleList(
@@ -158,10 +150,10 @@ class LearnedPrimal(_Unrolled):
     def __init__(self, volume, geometry, n_iter: int = 10, n_primal: int = 5, hidden: int = 32,
                  initial: str = "zero", fbp_filter: str = "ram-lak", fbp_cutoff: float = 1.0, operator=None):
         super().__init__(volume, geometry, operator, initial, fbp_filter, fbp_cutoff, n_iter)
-        self.n_primal = _positive_int(n_primal, "n_primal")
+        self.n_primal = positive_int(n_primal, "n_primal")
         if self.n_primal < 2:
             raise ValueError(f"n_primal must be at least 2 (channel 1 feeds the operator, channel 0 is the output), got {n_primal}")
-        hidden = _positive_int(hidden, "hidden")
+        hidden = positive_int(hidden, "hidden")
         self.primal_updates = nn.ModuleList(
             [ConvBlock(self.n_primal + 1, self.n_primal, hidden, ndim=self._ndim) for _ in range(self.n_iter)])
 
