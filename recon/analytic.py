@@ -56,8 +56,8 @@ class FBP(nn.Module):
     - ``scale``: default the angular step (``pi / n_views`` for parallel rays from vectors, ``2 pi``
       for a single fan view); or a number.
 
-    ``learnable``: ``False`` (default), ``True`` (the weights and the filter) or an iterable of part
-    names among ``"redundancy"``, ``"cosine"``, ``"filter"``. A learnable weight is a parameter with
+    ``learnable``: ``False`` (default), ``True`` (the weights and the filter this geometry has) or an
+    iterable of part names among ``"redundancy"``, ``"cosine"`` (fan and cone beams), ``"filter"``. A learnable weight is a parameter with
     one value per view and detector column (shape ``(n_views, det_count)``; 3D ``(n_views, 1, n_cols)``,
     or ``(n_views, n_rows, n_cols)`` for the cone beam's cosine weights, which vary along rows too)
     initialised to the analytic one; a learnable filter's frequency response is a parameter
@@ -91,6 +91,10 @@ class FBP(nn.Module):
         if getattr(geometry, "pitch", 0.0):
             raise ValueError("geometry: FDK needs a circular scan (pitch = 0), not a helical one")
         circular = geometry.angles is not None and geometry.n_views > 1
+        if "cosine" in learn and not fan:
+            if learnable is not True:
+                raise ValueError("learnable: parallel beams have no cosine weights to learn")
+            learn.discard("cosine")  # learnable=True: the parts this geometry has
         self.volume = volume
         self.geometry = geometry
 

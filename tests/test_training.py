@@ -18,8 +18,10 @@ import pytest
 import torch
 
 import known_ops as ko
+import phantoms
 import recon
 from phantoms.noise import GaussianNoise
+from recon.train import main as train_main
 from recon.training import (
     CheckpointMismatchError,
     ConfigError,
@@ -35,6 +37,8 @@ from recon.training import (
     register_model,
     resolve_config,
     training_data_from_config,
+    validation_set,
+    volume_and_geometry,
 )
 from recon.training.fit import HOLD_MESSAGE
 
@@ -362,3 +366,64 @@ def test_torchrun_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     single = [json.loads(line) for line in (tmp_path / "single" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [0, 1, 2, 3]  # rank 0 alone writes the log
     assert [r["loss"] for r in logged[1:]] == pytest.approx([r["loss"] for r in single[1:]], rel=1e-5)
+
+
+# --- the shipped configs: every model trains from the command line -----------------------------------------
+
+CONFIGS = sorted((ROOT / "recon" / "training" / "configs").glob("*.json"))
+# Small sizes of each model, so that a shipped config trains two steps in about a second here.
+_SMALL = {
+    "LearnedGradient": {"hidden": 8, "n_iter": 2},
+    "LearnedPrimal": {"hidden": 8, "n_iter": 2},
+    "LearnedPrimalDual": {"hidden": 8, "n_iter": 2},
+    "UNetPostProcessing": {"features": 4, "depth": 2},
+    "VariationalNetwork": {"n_stages": 2, "n_filters": 4, "kernel_size": 3},
+}
+_SMALL_FAN = {"type": "FanBeam2D", "n_views": 12, "source_distance": 60.0, "detector_distance": 40.0, "det_count": 31}
+
+
+def test_there_is_a_shipped_config_for_every_learned_model():
+    names = {json.loads(path.read_text())["model"]["name"] for path in CONFIGS}
+    assert {"LearnedFBP", "VariationalNetwork", "LearnedGradient", "LearnedPrimal", "LearnedPrimalDual",
+            "DerivedRebinning", "UNetPostProcessing"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_config_resolves_and_trains_from_the_command_line(path, tmp_path, capsys):
+    config = resolve_config(json.loads(path.read_text()))  # the shipped config as it is
+    assert config["description"], "every shipped config says what it reproduces"
+    small = json.loads(path.read_text())
+    small.update(volume={"shape": [16, 16], "spacing": 1.0}, batch_size=2, validate_every=1, checkpoint_every=1,
+                 png=False)
+    small["geometry"] = {"type": small["geometry"]["type"], "n_views": 8, "det_count": 23}
+    small["model"]["params"].update(_SMALL.get(small["model"]["name"], {}))
+    if small["model"]["name"] == "DerivedRebinning":
+        small["model"]["params"]["fan_geometry"] = small["data"]["target"] = _SMALL_FAN
+    small["data"].update(supersample=1, ellipses={"n_ellipses": 5},
+                         validation={"shepp_logan": True, "random_ellipses": 1})
+    out = tmp_path / "run"
+    assert train_main([str(_write(tmp_path / "config.json", small)), "--steps", "2", "--output", str(out),
+                       "--no-progress"]) == 0
+    assert "step 2: validation PSNR" in capsys.readouterr().out
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 2 and math.isfinite(log[-1]["loss"])
+    assert torch.load(out / "last.pt", weights_only=True)["step"] == 2
+
+
+def test_projection_targets_are_the_exact_projections_of_the_same_phantoms():
+    """data.target: a geometry; the targets are the phantoms' exact line integrals in it (DerivedRebinning)."""
+    config = resolve_config(tiny_config(data={"target": _SMALL_FAN, "noise": None, "ellipses": {"n_ellipses": 4},
+                                              "supersample": 1}))
+    volume, geometry = volume_and_geometry(config)
+    data = training_data_from_config(config, volume, geometry)
+    x, y = next(iter(data.batches(0, 1)))
+    fan = ko.geometry_from_dict(_SMALL_FAN)
+    assert x.shape == (4, *fan.shape) and y.shape == (4, *geometry.shape)
+    stream = data.stream
+    for k in range(4):
+        ellipses = stream.dataset.ellipses(k)
+        rays = fan.rays()
+        expected = phantoms.ellipse_line_integrals(rays[..., 0:2], rays[..., 2:4], ellipses).float()
+        torch.testing.assert_close(x[k], expected)
+    names, xv, yv = validation_set(config, volume, geometry)
+    assert xv.shape[1:] == fan.shape and yv.shape[1:] == geometry.shape

@@ -26,7 +26,7 @@ __all__ = ["ConfigError", "default_config", "load_config", "resolve_config", "ma
 VALIDATION_SEED = 2147483647  # default seed of the held-out random ellipses: the same set for every run
 
 _TOP = {
-    "name": "run", "seed": 0, "volume": None, "geometry": None, "model": None, "data": {}, "optim": {},
+    "name": "run", "description": "", "seed": 0, "volume": None, "geometry": None, "model": None, "data": {}, "optim": {},
     "loss": "mse", "steps": 1000, "batch_size": 5, "validate_every": 100, "checkpoint_every": 100,
     "log_every": 10, "keep_best": True, "png": True, "amp": None, "compile": False, "device": "cpu",
 }
@@ -256,6 +256,8 @@ def resolve_config(config: dict) -> dict:
     config["volume"], config["geometry"] = volume.to_dict(), geometry.to_dict()
     if not isinstance(config["name"], str) or not config["name"]:
         _fail("name", f"must be a non-empty string, got {config['name']!r}")
+    if not isinstance(config["description"], str):
+        _fail("description", f"must be a string, got {config['description']!r}")
     config["seed"] = _integer(config["seed"], "seed", minimum=0)
     if config["model"] is not None:
         model = _merge(config["model"], {"name": None, "params": {}}, "model")
