@@ -26,6 +26,8 @@ import numbers
 import torch
 from torch import nn
 
+from .geometry import Volume, _finite_float
+
 __all__ = [
     "LinearOperator",
     "ComposedOperator",
@@ -50,14 +52,10 @@ def _shape_tuple(shape, name: str) -> tuple[int, ...]:
 
 
 def _scalar(value, name: str) -> float:
+    """A finite real number (a one-element tensor without gradient counts as one)."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.requires_grad:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
+    return _finite_float(value, name)
 
 
 def check_trailing_shape(t: torch.Tensor, name: str, expected: tuple[int, ...], what: str) -> None:
@@ -352,8 +350,6 @@ class FiniteDifferenceGradient(LinearOperator):
 
     def __init__(self, volume_or_shape, spacing=None):
         super().__init__()
-        from .geometry import Volume
-
         if isinstance(volume_or_shape, Volume):
             if spacing is not None:
                 raise ValueError("give spacing only with a bare shape; a Volume carries its own spacing")
