@@ -9,11 +9,12 @@
 #   5. time ours on CUDA: case a with a batch of 256, the GPU target's problem (256 views, batch 256),
 #      case c, and the 3D cone case g (256^3 voxels, 256x256 detector, 256 views), via
 #      benchmarks/operators.py --device cuda (against the grid_sample baseline),
-#   6. time the voxel-driven pair and FBP/FDK on CUDA (benchmarks/voxel_timing.py).
+#   6. time the voxel-driven pair and FBP/FDK on CUDA (benchmarks/voxel_timing.py),
+#   7. time a training step of every learned model on CUDA (benchmarks/training_speed.py).
 # Note: case g (3D) adds about a minute (its grid_sample baseline builds its trilinear grids in each call);
 # GPU_CHECK_CASES overrides the cases timed (e.g. a256,g256,c to leave the 3D case out).
 # Results go to $OUT when it is set, else benchmarks/results/: gpu_operators.{json,md},
-# gpu_voxel_timing.{json,md} and gpu_check.log.
+# gpu_voxel_timing.{json,md}, training_speed_cuda.{json,md} and gpu_check.log.
 # Environment: PYTHON (default python3), MAX_JOBS (build parallelism), TORCH_CUDA_ARCH_LIST (default: the
 # GPUs present), GPU_CHECK_REPEATS (timed repeats, default 20), GPU_CHECK_CASES (default a256,g256,c,g).
 # Meant to finish within about 5 minutes.
@@ -68,13 +69,13 @@ print(f"known_ops {known_ops.__version__} built with CUDA kernels against torch 
 EOF
 echo "build done after $((SECONDS - START)) s"
 
-step "CUDA tests (CPU vs CUDA agreement)"
+step "CUDA tests (CPU vs CUDA agreement): every test marked cuda (tests/test_cuda.py, the learned models, ...)"
 if [ ! -f tests/test_cuda.py ]; then
     echo "gpu_check: tests/test_cuda.py is missing" >&2
     exit 1
 fi
 TEST_STATUS=0
-"$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py || TEST_STATUS=$?
+"$PY" -m pytest -q -p no:cacheprovider -m cuda tests || TEST_STATUS=$?
 echo "tests done after $((SECONDS - START)) s (pytest exit status $TEST_STATUS)"
 
 step "timings on CUDA"
@@ -83,6 +84,11 @@ step "timings on CUDA"
 
 step "voxel-driven pair and FBP/FDK timings on CUDA"
 "$PY" benchmarks/voxel_timing.py --device cuda --output-dir "$RESULTS_DIR" --name gpu_voxel_timing
+
+step "training throughput of the learned models on CUDA"
+"$PY" benchmarks/training_speed.py --device cuda --steps 20 --output "$RESULTS_DIR" \
+    --models LearnedFBP VariationalNetwork LearnedGradient LearnedPrimal LearnedPrimalDual UNetPostProcessing \
+    "LearnedPrimalDual (torch.compile)" "LearnedPrimalDual (bf16 autocast)" || echo "training_speed failed"
 
 step "done in $((SECONDS - START)) s; results in $RESULTS_DIR"
 exit "$TEST_STATUS"

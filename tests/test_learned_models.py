@@ -262,3 +262,28 @@ def test_learned_fbp_rejects_bad_arguments():
         LearnedFBP(VOLUME, FAN, learnable=True)
     with pytest.raises(ValueError, match="y must have shape"):
         LearnedFBP(VOLUME, FAN)(torch.zeros(2, 5, 5))
+
+
+# --- CUDA (runs when a GPU is present; benchmarks/gpu_check.sh) ----------------------------------------------
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA is not available")
+@pytest.mark.parametrize("name", list(FACTORIES) + ["VariationalNetwork", "UNetPostProcessing"])
+def test_cuda_matches_the_cpu(name):
+    """Every model on CUDA gives the CPU's output (float64, 1e-10) and trains a step there."""
+    from recon.learned import UNetPostProcessing, VariationalNetwork
+
+    torch.manual_seed(0)
+    extra = {"VariationalNetwork": lambda: VariationalNetwork(VOLUME, PARALLEL, n_stages=2, n_filters=4),
+             "UNetPostProcessing": lambda: UNetPostProcessing(VOLUME, PARALLEL, features=4, depth=2)}
+    model = (FACTORIES.get(name) or extra[name])().double()
+    if name == "UNetPostProcessing":  # its last layer starts at zero: make the U-Net part count
+        torch.nn.init.normal_(model.unet.last.weight, std=0.1)
+    x, y = _data(model, dtype=torch.float64)
+    expected = model(y)
+    gpu = copy.deepcopy(model).cuda()
+    out = gpu(y.cuda())
+    torch.testing.assert_close(out.cpu(), expected, rtol=1e-10, atol=1e-10)
+    torch.nn.functional.mse_loss(out, x.cuda()).backward()
+    assert all(p.grad is not None and p.grad.is_cuda for p in gpu.parameters() if p.requires_grad)
