@@ -32,7 +32,7 @@ import phantoms  # noqa: E402
 import recon  # noqa: E402
 from _timing import machine_info  # noqa: E402
 
-__all__ = ["run_adler_oktem", "run_limited_angle"]
+__all__ = ["run_adler_oktem", "run_limited_angle", "tune_fbp_cutoff", "tune_tv_lam"]
 
 
 # Published PSNRs (dB) of the Shepp-Logan test image, as quoted in the issue (Adler & Oektem 2017/2018).
@@ -117,6 +117,37 @@ def _tv_batch(A, y: torch.Tensor, lams, n_iter: int, nonneg: bool) -> torch.Tens
     return x * lams.view(shape)
 
 
+def tune_fbp_cutoff(fbp: "_FBP", x_train: torch.Tensor, y_train: torch.Tensor, cutoffs, refine: float):
+    """The Hann cut-off with the best mean PSNR on a training set: a sweep over ``cutoffs``, then steps of
+    ``refine`` around the best; returns (cut-off, {cut-off: mean training PSNR})."""
+
+    def score(c):
+        return float(recon.psnr(fbp(y_train, 1.0, c), x_train).mean())
+
+    sweep = {c: score(c) for c in cutoffs}
+    best = max(sweep, key=sweep.get)
+    for k in range(-4, 5):
+        c = round(best + k * refine, 4)
+        if 0 < c <= 1 and c not in sweep:
+            sweep[c] = score(c)
+    return max(sweep, key=sweep.get), sweep
+
+
+def tune_tv_lam(A, x_train: torch.Tensor, y_train: torch.Tensor, coarse_lams, coarse_iter: int, refine_exponents,
+                n_iter: int, nonneg: bool = False):
+    """The TV weight with the best mean PSNR on a training set: a coarse grid with short runs, then a fine
+    grid ``best * 2**e`` with ``n_iter`` iterations; returns (lam, coarse scores, fine scores)."""
+
+    def scores(lams, iterations):
+        sol = _tv_batch(A, y_train, lams, iterations, nonneg=nonneg)
+        return {float(l): float(recon.psnr(s, x_train).mean()) for l, s in zip(lams, sol)}
+
+    coarse = scores(coarse_lams, coarse_iter)
+    best = max(coarse, key=coarse.get)
+    fine = scores([best * 2.0**e for e in refine_exponents], n_iter)
+    return max(fine, key=fine.get), coarse, fine
+
+
 def _metrics(x: torch.Tensor, gt: torch.Tensor, **ssim_kw) -> tuple[float, float]:
     return float(recon.psnr(x, gt)), float(recon.ssim(x, gt, **ssim_kw))
 
@@ -196,19 +227,8 @@ def run_adler_oktem(quick: bool, output_dir: Path) -> tuple[dict, str]:
 
     # FBP: sweep the Hann cut-off on the training set, refine around the best.
     with timer.stage("fbp_tuning"):
-        xf, yf = x_train[: cfg["n_train_fbp"]], y_train[: cfg["n_train_fbp"]]
-
-        def fbp_score(c):
-            return float(recon.psnr(fbp(yf, 1.0, c), xf).mean())
-
-        sweep = {c: fbp_score(c) for c in cfg["cutoffs"]}
-        best = max(sweep, key=sweep.get)
-        step = cfg["cutoff_refine"]
-        for k in range(-4, 5):
-            c = round(best + k * step, 4)
-            if 0 < c <= 1 and c not in sweep:
-                sweep[c] = fbp_score(c)
-        cutoff = max(sweep, key=sweep.get)
+        cutoff, sweep = tune_fbp_cutoff(fbp, x_train[: cfg["n_train_fbp"]], y_train[: cfg["n_train_fbp"]],
+                                        cfg["cutoffs"], cfg["cutoff_refine"])
     with timer.stage("fbp_test"):
         x_fbp = fbp(y, 1.0, cutoff)
         fbp_draws = [float(v) for v in recon.psnr(fbp(y_draws, 1.0, cutoff), gt)]
@@ -241,18 +261,10 @@ def run_adler_oktem(quick: bool, output_dir: Path) -> tuple[dict, str]:
 
     # TV: coarse log grid (short runs), then a fine grid around the best with the full iteration count.
     with timer.stage("tv_tuning"):
-        xt, yt = x_train[: cfg["n_train_tv"]], y_train[: cfg["n_train_tv"]]
-
-        def tv_scores(lams, n_iter):
-            sol = _tv_batch(A, yt, lams, n_iter, nonneg=False)
-            return {float(l): float(recon.psnr(s, xt).mean()) for l, s in zip(lams, sol)}
-
-        coarse = tv_scores(cfg["tv_coarse"], cfg["tv_coarse_iter"])
+        lam, coarse, fine = tune_tv_lam(A, x_train[: cfg["n_train_tv"]], y_train[: cfg["n_train_tv"]], cfg["tv_coarse"],
+                                        cfg["tv_coarse_iter"], cfg["tv_refine"], cfg["tv_iter"])
         best_coarse = max(coarse, key=coarse.get)
         coarse_edge = best_coarse in (min(coarse), max(coarse))
-        fine_lams = [best_coarse * 2.0**e for e in cfg["tv_refine"]]
-        fine = tv_scores(fine_lams, cfg["tv_iter"])
-        lam = max(fine, key=fine.get)
     with timer.stage("tv_test"):
         adler_lam = 0.26 / (2 * (math.pi / cfg["n_views"]) * float(geometry.det_spacing[0]))
         # Rows: the noise draws at lam; y at the oracle lams and at Adler's lam; the inverse-crime data at lam;

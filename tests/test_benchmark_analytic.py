@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 if str(BENCHMARKS) not in sys.path:
@@ -80,3 +81,29 @@ def test_a_failing_part_is_reported_clearly(tmp_path, monkeypatch, capsys):
     assert analytic.main(["--part", "limited-angle", "--quick", "--output-dir", str(tmp_path)]) == 1
     assert "broken on purpose" in capsys.readouterr().err
     assert "Not available: failed: RuntimeError: broken on purpose" in (tmp_path / "analytic.md").read_text()
+
+
+def test_adler_ellipses_experiment_quick_run_writes_its_table(tmp_path):
+    """The learned-model experiment end to end at tiny sizes: every row trains (2 steps), is evaluated and
+    lands in the JSON and Markdown with its budget; --evaluate-only re-reads the checkpoints."""
+    import adler_ellipses
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny problems: one thread is faster than two
+    try:
+        rows = ["FBP", "LearnedPrimalDual", "LearnedFBP"]
+        assert adler_ellipses.main(["--quick", "--no-progress", "--output-dir", str(tmp_path), "--rows", *rows]) == 0
+        result = json.loads((tmp_path / "adler_ellipses_quick.json").read_text())
+        assert [r["row"] for r in result["rows"]] == rows
+        lpd = result["rows"][1]
+        assert lpd["seeds"] == 2 and lpd["steps"] == 2 and lpd["parameters"] > 0 and len(lpd["curves"]) == 2
+        table = (tmp_path / "adler_ellipses_quick.md").read_text()
+        assert "19.75" in table and "more than 6 dB" in table
+        assert (tmp_path / "adler_ellipses_curves.png").stat().st_size > 0
+        again = tmp_path / "again"
+        assert adler_ellipses.main(["--quick", "--evaluate-only", "--no-progress", "--output-dir", str(again),
+                                    "--runs-dir", str(tmp_path / "runs"), "--rows", "LearnedPrimalDual"]) == 0
+        evaluated = json.loads((again / "adler_ellipses_quick.json").read_text())["rows"][0]
+        assert evaluated["per_seed"] == lpd["per_seed"]  # the same checkpoints, the same numbers
+    finally:
+        torch.set_num_threads(threads)
