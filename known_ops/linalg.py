@@ -37,6 +37,10 @@ def operator_norm(
     non-negative "DC" image), so ``n_iter=100`` gives about 1e-7 relative error in practice (the
     tests compare with the exact 2-norm of the explicit matrix of small operators); multiply by a
     safety factor such as 1.01 when the norm bounds a step size.
+
+    Returns 0.0 when ``A`` is zero (``A x = 0`` for the random start, which happens only then).
+    Raises a ValueError, instead of returning NaN, when ``A`` or ``A.T`` returns NaN or inf, or when
+    ``A.T`` maps ``A x != 0`` to 0 (it is then not the adjoint).
     """
     if isinstance(n_iter, bool) or not isinstance(n_iter, numbers.Integral):
         raise TypeError(f"n_iter must be a positive integer, got {n_iter!r}")
@@ -61,10 +65,27 @@ def operator_norm(
         for _ in range(int(n_iter)):
             Ax = A(x)
             new = float(torch.linalg.vector_norm(Ax))  # ||A x|| with ||x|| = 1
+            if not math.isfinite(new):
+                raise ValueError(
+                    f"operator_norm: A returned NaN or inf on a unit vector (||A x|| = {new}); the operator's "
+                    "values (e.g. a matrix or weights) are not finite"
+                )
             if new == 0.0:  # x in the null space (or A = 0): A is zero on a random vector only if A = 0
                 return 0.0
             z = A.T(Ax)
-            x = z / torch.linalg.vector_norm(z)
+            z_norm_t = torch.linalg.vector_norm(z)
+            z_norm = float(z_norm_t)
+            if not math.isfinite(z_norm):
+                raise ValueError(
+                    f"operator_norm: A.T returned NaN or inf (||A.T(A x)|| = {z_norm} with ||A x|| = {new}); the "
+                    "operator's values are not finite, or too large for the dtype"
+                )
+            if z_norm == 0.0:  # <x, A.T A x> = ||A x||^2 > 0, so A.T A x != 0 for a true adjoint
+                raise ValueError(
+                    f"operator_norm: A.T(A x) = 0 while ||A x|| = {new}: A.T is not the adjoint of A "
+                    "(check it with known_ops.linear.adjointness_test)"
+                )
+            x = z / z_norm_t
             converged = abs(new - estimate) <= tol * new
             estimate = new
             if converged:

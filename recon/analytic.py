@@ -142,6 +142,7 @@ class FBP(nn.Module):
         self.scale = ko.linear._scalar(scale, "scale")
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        _check_projections(y, self.geometry)
         if self.redundancy_weighting is not None:
             y = self.redundancy_weighting(y)
         if self.cosine_weighting is not None:
@@ -150,6 +151,16 @@ class FBP(nn.Module):
 
     def extra_repr(self) -> str:
         return f"scale={self.scale:.6g}"
+
+
+def _check_projections(y, geometry) -> None:
+    """``y`` must be a tensor of shape ``(..., *geometry.shape)``: the message names the geometry's
+    projection shape (not that of a weight that broadcasts to it)."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
+    what = "the geometry's projection shape (n_views, det_count)" if geometry.ndim == 2 else (
+        "the geometry's projection shape (n_views, n_rows, n_cols)")
+    ko.linear.check_trailing_shape(y, "y", tuple(geometry.shape), what)
 
 
 def _learnable_parts(learnable, parts: tuple[str, ...]) -> set[str]:
@@ -207,9 +218,13 @@ class FDK(FBP):
 
 def fdk(y: torch.Tensor, volume: ko.Volume, geometry, **kwargs) -> torch.Tensor:
     """``FDK(volume, geometry, **kwargs)(y)``, moved to ``y``'s device."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
     return FDK(volume, geometry, **kwargs).to(y.device)(y)
 
 
 def fbp(y: torch.Tensor, volume: ko.Volume, geometry, **kwargs) -> torch.Tensor:
-    """``FBP(volume, geometry, **kwargs)(y)``, moved to ``y``'s device and dtype."""
+    """``FBP(volume, geometry, **kwargs)(y)``, moved to ``y``'s device (the result has ``y``'s dtype)."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"y must be a torch.Tensor, got {type(y).__name__}")
     return FBP(volume, geometry, **kwargs).to(y.device)(y)

@@ -15,6 +15,9 @@ The solvers are written with out-of-place tensor operations, so autograd can dif
 through them (unrolled) when the inputs require gradients; wrap the call in
 ``torch.no_grad()`` otherwise, to save memory. See ``docs/reconstruction.md`` for the update
 formulas, step sizes and references.
+
+No silent NaN: NaN or inf in ``y`` or ``x0``, non-finite parameters, a Landweber step at or above
+``2 / ||A||^2`` and a zero operator (no ray of the geometry crosses the volume) raise a ValueError.
 """
 from __future__ import annotations
 
@@ -60,6 +63,19 @@ def _check_data(y, range_shape: tuple[int, ...], A) -> None:
         device = A._device()
         if device != y.device:
             raise ValueError(f"y is on {y.device} but the operator A is on {device}; move it with A.to({str(y.device)!r})")
+    _check_finite(y, "y")
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    """ValueError when ``t`` holds NaN or inf: every solver would iterate on them and return NaN."""
+    if t.device.type == "meta" or torch.compiler.is_compiling():
+        return
+    bad = ~torch.isfinite(t.detach())
+    if bool(torch.any(bad)):
+        raise ValueError(
+            f"{name} contains NaN or inf ({int(bad.sum())} of {t.numel()} values); the iteration would return NaN. "
+            f"Replace them first (e.g. with torch.nan_to_num, or by interpolating the bad detector pixels)"
+        )
 
 
 def _check_n_iter(n_iter) -> int:
@@ -115,6 +131,7 @@ def _start(x0, y: torch.Tensor, domain_shape: tuple[int, ...], range_ndim: int) 
         ) from None
     if batch != lead:
         raise ValueError(f"x0's leading dims {tuple(x0.shape[: x0.dim() - n])} must broadcast to y's leading dims {lead}")
+    _check_finite(x0, "x0")
     return x0.expand(lead + domain_shape).clone()
 
 
@@ -128,19 +145,50 @@ def _dot(a: torch.Tensor, b: torch.Tensor, ndim: int) -> torch.Tensor:
     return torch.sum(a * b, dim=tuple(range(-ndim, 0)), keepdim=True)
 
 
-def _norm_of(A) -> float:
-    """||A|| by power iteration, times the safety factor; cached for RayTransforms (fixed operators)."""
+def _norm_estimate(A) -> float:
+    """||A|| by power iteration (a lower bound, relative error about 1e-8 for ray transforms), cached for
+    RayTransforms (fixed operators); a ValueError when A is zero (no step size follows from it)."""
     from known_ops import RayTransform
 
     if isinstance(A, RayTransform):
-        cached = _NORM_CACHE.get(A)
-        if cached is None:
-            cached = operator_norm(A)
-            _NORM_CACHE[A] = cached
-        norm = cached
+        norm = _NORM_CACHE.get(A)
+        if norm is None:
+            norm = operator_norm(A)
+            _NORM_CACHE[A] = norm
     else:
         norm = operator_norm(A)
-    return _NORM_SAFETY * norm
+    if norm == 0.0:
+        raise _zero_operator_error(A)
+    return norm
+
+
+def _norm_of(A) -> float:
+    """||A|| by power iteration times the safety factor 1.01: the norm that sets default step sizes."""
+    return _NORM_SAFETY * _norm_estimate(A)
+
+
+def _zero_operator_error(A) -> ValueError:
+    if hasattr(A, "geometry") and hasattr(A, "volume"):
+        why = (
+            "no ray of the geometry crosses the volume. Check the geometry against the volume: detector size, "
+            "spacing and offset, source and detector distances, and the volume's shape, spacing and offset "
+            "(all in mm)"
+        )
+    else:
+        why = "it maps every input to 0"
+    return ValueError(f"the operator is zero: {why}; there is nothing to reconstruct from (A x = 0 for every x)")
+
+
+def _raise_if_zero(A) -> None:
+    """Raise the zero-operator error when A is zero. Called only where a cheap quantity (row sums, the
+    first normal residual) is zero, which a zero operator implies; the test applies A to one random
+    vector (A x = 0 for a random x happens only for A = 0), or uses the cached norm of a RayTransform."""
+    from known_ops import RayTransform
+
+    cached = _NORM_CACHE.get(A) if isinstance(A, RayTransform) else None
+    norm = cached if cached is not None else operator_norm(A, n_iter=1)
+    if norm == 0.0:
+        raise _zero_operator_error(A)
 
 
 class _Monitor:
@@ -211,7 +259,12 @@ def landweber(
     ``step`` defaults to ``1 / ||A||^2`` with ``||A||`` from :func:`known_ops.linalg.operator_norm`
     times a safety factor 1.01 (cached per RayTransform); it must lie in ``(0, 2 / ||A||^2)``
     for convergence, and then the residual ``||y - A x||`` (and with ``nonneg`` the objective)
-    does not increase. History / info: ``residual`` = ``||y - A x||`` per batch item.
+    does not increase. A given ``step`` is checked: ``step >= 2 / n^2`` raises a ValueError, with
+    ``n`` the power-iteration estimate of ``||A||`` (a lower bound, so that every rejected step is
+    outside the interval; steps between ``2 / ||A||^2`` and ``2 / n^2``, a relative window about
+    twice the estimate's relative error, 1e-8 for ray transforms, pass). A zero operator (no ray
+    through the volume) raises a ValueError. History / info: ``residual`` = ``||y - A x||`` per
+    batch item.
     """
     domain_shape, range_shape = _check_operator(A)
     _check_data(y, range_shape, A)
@@ -220,7 +273,20 @@ def landweber(
     _check_flag(progress, "progress")
     _check_flag(return_history, "return_history")
     _check_callback(callback)
-    step = 1.0 / _norm_of(A) ** 2 if step is None else _check_real(step, "step")
+    norm = _norm_estimate(A)  # raises for a zero operator
+    if step is None:
+        step = 1.0 / (_NORM_SAFETY * norm) ** 2
+    else:
+        step = _check_real(step, "step")
+        # norm is a lower bound of ||A||, so 2 / norm^2 >= 2 / ||A||^2: a step rejected here certainly
+        # lies outside the convergence interval (0, 2 / ||A||^2); no valid step is rejected.
+        bound = 2.0 / norm**2
+        if step >= bound:
+            raise ValueError(
+                f"step must be below 2 / ||A||^2 = {bound:.6g} for the Landweber iteration to converge "
+                f"(||A|| = {norm:.6g} by power iteration; the default step is 1 / (1.01 ||A||)^2 = "
+                f"{1.0 / (_NORM_SAFETY * norm) ** 2:.6g}), got {step:g}"
+            )
     rdim = len(range_shape)
     x = _start(x0, y, domain_shape, rdim)
     if nonneg:
@@ -259,6 +325,7 @@ def sirt(
     ``(0, 2)``. The R-weighted residual ``||y - A x||_R = sqrt(sum R (y - A x)^2)`` does not
     increase (SIRT is Landweber on ``R^1/2 A C^1/2``, whose norm is at most 1 for a non-negative
     ``A``). History / info: ``residual`` = ``||y - A x||`` and ``weighted_residual`` per batch item.
+    All row sums zero (for a ray transform: no ray crosses the volume, ``A = 0``) raises a ValueError.
     """
     domain_shape, range_shape = _check_operator(A)
     _check_data(y, range_shape, A)
@@ -273,6 +340,8 @@ def sirt(
     if nonneg:
         x = torch.clamp(x, min=0)
     R, C = steps.sirt_preconditioners(A, y.dtype, y.device, relaxation)
+    if not torch.compiler.is_compiling() and not bool(torch.any(R != 0)):
+        _raise_if_zero(A)  # all row sums zero: for a ray transform, no ray crosses the volume
 
     def info(r):
         return {"residual": _norms(r, rdim), "weighted_residual": torch.sqrt(torch.sum(R * r * r, dim=tuple(range(-rdim, 0))))}
@@ -311,7 +380,9 @@ def cgls(
     With ``r = y - A x``, ``s = A.T r``, ``p = s``, ``gamma = ||s||^2``, each iteration does
     ``q = A p``, ``alpha = gamma / ||q||^2``, ``x += alpha p``, ``r -= alpha q``, ``s = A.T r``,
     ``beta = ||s||^2 / gamma``, ``p = s + beta p``. The scalars are per batch item, so the items
-    of a batch do not couple; an item whose ``gamma`` or ``||q||`` is exactly zero stops moving.
+    of a batch do not couple; an item whose ``gamma`` or ``||q||`` is exactly zero stops moving
+    (zero data from the zero start gives zeros; a zero operator, no ray through the volume, raises
+    a ValueError).
     ``||y - A x||`` does not increase (CGLS minimises it over growing Krylov subspaces) while
     ``||A.T (y - A x)||`` need not decrease monotonically. CGLS is semi-convergent on noisy data:
     the number of iterations is the regulariser. History / info: ``residual`` = ``||y - A x||``
@@ -331,6 +402,8 @@ def cgls(
     s = A.T(r)
     p = s
     gamma = _dot(s, s, ddim)
+    if not torch.compiler.is_compiling() and not bool(torch.any(gamma != 0)):
+        _raise_if_zero(A)  # A.T (y - A x0) = 0 for every item: zero data, or a zero operator
 
     def info():
         return {"residual": _norms(r, rdim), "normal_residual": torch.sqrt(gamma).reshape(gamma.shape[: gamma.dim() - ddim])}
@@ -434,7 +507,8 @@ def tv_pdhg(
     ``min_d h_d / 2`` for the gradients (one step for all components of a pixel, so the dual
     projection stays Euclidean), ``tau`` is ``1 / (A.T 1 + |grad|.T 1)`` per pixel; no
     operator norm is needed, and on CT problems it converges much faster than the scalar steps
-    (see docs/reconstruction.md). ``tau`` and ``sigma`` must then be None.
+    (see docs/reconstruction.md). ``tau`` and ``sigma`` must then be None. A zero operator (no ray
+    of the geometry crosses the volume) raises a ValueError with either kind of step.
 
     History / info per batch item: ``residual`` = ``||A x - y||``, ``objective`` =
     ``1/2 ||A x - y||^2 + lam TV(x)``, and ``gap``: the primal-dual gap restricted to the box
@@ -469,6 +543,8 @@ def tv_pdhg(
             raise ValueError("tau and sigma must be None with precondition=True (the steps are then per ray and per pixel)")
         with torch.no_grad():
             rows = A(torch.ones(domain_shape, dtype=y.dtype, device=y.device))
+            if not torch.compiler.is_compiling() and not bool(torch.any(rows != 0)):
+                _raise_if_zero(A)  # all row sums zero: for a ray transform, no ray crosses the volume
             # Rays that miss the volume (zero rows of K) take any step: 1, so that their dual
             # values still converge (to -y), which the gap needs.
             sigma_p = torch.where(rows > 0, 1.0 / torch.where(rows > 0, rows, torch.ones_like(rows)), torch.ones_like(rows))
@@ -481,10 +557,15 @@ def tv_pdhg(
         L2 = _norm_of(A) ** 2 + 4.0 * sum(1.0 / h**2 for h in spacing)  # bound on ||K||^2
         if tau is None and sigma is None:
             tau = sigma = 1.0 / math.sqrt(L2)
-        elif tau is None:
-            tau = 1.0 / (L2 * sigma)
-        elif sigma is None:
-            sigma = 1.0 / (L2 * tau)
+        elif tau is None or sigma is None:
+            given, value = ("sigma", sigma) if tau is None else ("tau", tau)
+            other = 1.0 / (L2 * value)
+            if not (math.isfinite(other) and other > 0):
+                raise ValueError(
+                    f"{given} = {value:g} is out of range: the other step, 1 / (||K||^2 {given}) with "
+                    f"||K||^2 <= {L2:.6g}, is {other:g}, not a finite positive number"
+                )
+            tau, sigma = (other, sigma) if tau is None else (tau, other)
         elif sigma * tau * L2 > 1.0 + 1e-12:
             raise ValueError(
                 f"tau and sigma must satisfy tau * sigma * ||K||^2 <= 1 (||K||^2 <= {L2:.6g}), "

@@ -11,6 +11,8 @@ Conventions (see ``docs/reconstruction.md``):
   taken **per image from the reference**, ``max(ref) - min(ref)`` over the image dims, as in the
   published CT benchmarks (e.g. LoDoPaB-CT) that call scikit-image with
   ``data_range=gt.max() - gt.min()``.
+  A constant reference (range 0) equal to ``x`` gives ``psnr = inf`` and ``ssim = 1``; one that
+  ``x`` differs from raises a ``ValueError`` asking for ``data_range``.
 - ``ssim`` defaults to scikit-image's ``structural_similarity`` defaults (uniform 7x7 window,
   ``K1=0.01``, ``K2=0.03``, sample covariance, mean over the windows that lie inside the image),
   which is what the CT benchmarks compute. Wang et al. (2004)'s original: ``gaussian_weights=True,
@@ -78,6 +80,28 @@ def _data_range(data_range, ref: torch.Tensor, ndim: int) -> torch.Tensor:
     return torch.full(batch, float(data_range), dtype=ref.dtype, device=ref.device)
 
 
+def _constant_references(x: torch.Tensor, ref: torch.Tensor, dr: torch.Tensor, ndim: int, metric: str):
+    """For the default data range: the batch items whose reference is constant (``dr == 0``) and those
+    where ``x == ref`` exactly, both of shape (...). Raises ValueError where ``x`` differs from a
+    constant reference (the metric then depends only on the data range, which the user must choose)."""
+    flat = dr == 0
+    same = torch.all(x == ref, dim=tuple(range(-ndim, 0)))
+    if not torch.compiler.is_compiling():
+        bad = flat & ~same
+        if bool(torch.any(bad)):
+            where = "the reference is constant"
+            if bad.dim():
+                items = [tuple(i) if len(i) > 1 else i[0] for i in bad.nonzero().tolist()]
+                more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+                where = f"the reference of batch item(s) {', '.join(map(str, items[:5]))}{more} is constant"
+            raise ValueError(
+                f"{metric}: {where} (max(ref) - min(ref) = 0, the default data_range) and x differs from it, so "
+                f"the {metric.upper()} is not defined by the image alone; pass data_range (e.g. the range of "
+                f"the physical values, as a number or one value per batch item)"
+            )
+    return flat, same
+
+
 def _mse(x: torch.Tensor, ref: torch.Tensor, ndim: int) -> torch.Tensor:
     d = x - ref
     return torch.mean(d * d, dim=tuple(range(-ndim, 0)))
@@ -95,9 +119,18 @@ def psnr(x: torch.Tensor, ref: torch.Tensor, data_range=None, ndim: int = 2) -> 
     ``data_range`` defaults to ``max(ref) - min(ref)`` per image; ``inf`` where ``x == ref``.
     Equals ``skimage.metrics.peak_signal_noise_ratio(ref, x, data_range=...)`` (note its
     argument order: reference first).
+
+    A constant reference has no default data range (it is 0): where ``x`` equals it the result is
+    ``inf`` (as for every data range), where ``x`` differs from it a ``ValueError`` asks for
+    ``data_range`` (the PSNR would be ``-inf`` or NaN, a number that depends only on that choice).
     """
     x, ref = _check_pair(x, ref, ndim)
     dr = _data_range(data_range, ref, ndim)
+    if data_range is None:
+        flat, same = _constant_references(x, ref, dr, ndim, "psnr")
+        # Identical images: inf for every positive data range (1 here, instead of 0 / 0). Under
+        # torch.compile, where the check cannot raise, x != a constant ref gives NaN.
+        dr = torch.where(flat, torch.where(same, torch.ones_like(dr), torch.full_like(dr, math.nan)), dr)
     return 10.0 * torch.log10(dr * dr / _mse(x, ref, ndim))
 
 
@@ -148,6 +181,10 @@ def ssim(
     Defaults = ``skimage.metrics.structural_similarity(ref, x, data_range=max(ref) - min(ref))``,
     the CT-benchmark convention. Wang et al.'s original: ``gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False``.
+
+    A constant reference has no default data range (it is 0, and ``C1 = C2 = 0`` give 0 / 0): where
+    ``x`` equals it the result is 1 (the SSIM of identical images for every data range), where ``x``
+    differs from it a ``ValueError`` asks for ``data_range`` (the value then depends on that choice).
     """
     x, ref = _check_pair(x, ref, ndim)
     if not isinstance(gaussian_weights, bool):
@@ -181,6 +218,12 @@ def ssim(
         raise ValueError(f"win_size {win_size} exceeds the image shape {image}; pass a smaller odd win_size")
 
     dr = _data_range(data_range, ref, ndim)
+    flat = None
+    if data_range is None:
+        flat, same = _constant_references(x, ref, dr, ndim, "ssim")
+        # Identical images have SSIM 1 for every positive data range: compute those items with range 1
+        # (not 0, whose constants C1 = C2 = 0 give 0 / 0) and set them to exactly 1 below.
+        dr = torch.where(flat, torch.ones_like(dr), dr)
     batch = x.shape[: x.dim() - ndim]
     if gaussian_weights:
         taps = _gaussian_taps(float(sigma), win_size // 2, x.dtype, x.device)
@@ -201,4 +244,8 @@ def ssim(
     C1 = (K1 * L) ** 2
     C2 = (K2 * L) ** 2
     s = ((2 * ux * uy + C1) * (2 * vxy + C2)) / ((ux * ux + uy * uy + C1) * (vx + vy + C2))
-    return torch.mean(s, dim=tuple(range(-ndim, 0))).reshape(batch)
+    value = torch.mean(s, dim=tuple(range(-ndim, 0))).reshape(batch)
+    if flat is not None:
+        # Under torch.compile, where the check cannot raise, x != a constant ref gives NaN.
+        value = torch.where(flat, torch.where(same, torch.ones_like(value), torch.full_like(value, math.nan)), value)
+    return value
