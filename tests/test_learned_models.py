@@ -287,3 +287,13 @@ def test_cuda_matches_the_cpu(name):
     torch.testing.assert_close(out.cpu(), expected, rtol=1e-10, atol=1e-10)
     torch.nn.functional.mse_loss(out, x.cuda()).backward()
     assert all(p.grad is not None and p.grad.is_cuda for p in gpu.parameters() if p.requires_grad)
+
+
+def test_a_geometry_that_misses_the_volume_is_a_clear_error():
+    """A detector that no ray through the volume reaches makes A = 0: it cannot be normalised by its norm."""
+    from recon.learned import VariationalNetwork
+
+    aside = ko.ParallelBeam2D(ko.uniform_angles(6), 5, 1.0, det_offset=100.0)
+    for cls in (LearnedPrimalDual, LearnedGradient, VariationalNetwork):
+        with pytest.raises(ValueError, match="operator is zero"):
+            cls(VOLUME, aside)

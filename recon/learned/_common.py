@@ -9,7 +9,7 @@ from torch import nn
 
 import known_ops as ko
 
-__all__ = ["count_parameters", "ConvBlock", "ray_transform", "flatten_batch", "unflatten_batch", "initial_reconstruction",
+__all__ = ["count_parameters", "ConvBlock", "ray_transform", "normalising_norm", "flatten_batch", "unflatten_batch", "initial_reconstruction",
            "positive_int", "flag", "check_ndim"]
 
 
@@ -53,6 +53,16 @@ def ray_transform(volume, geometry, operator=None) -> ko.RayTransform:
             f"{tuple(geometry.shape)}, got {tuple(operator.domain_shape)} -> {tuple(operator.range_shape)}"
         )
     return operator
+
+
+def normalising_norm(A) -> float:
+    """``||A||`` (power iteration) for the ``A / ||A||`` normalisation of the unrolled networks; a clear
+    error when ``A`` is zero (no ray of the geometry crosses the volume)."""
+    norm = A.norm()
+    if norm == 0.0:
+        raise ValueError("operator: the operator is zero (no ray of the geometry crosses the volume), so it cannot be "
+                         "normalised by its norm; check the geometry's detector size and the volume's position")
+    return norm
 
 
 def flatten_batch(t: torch.Tensor, item_shape: tuple[int, ...], name: str) -> tuple[torch.Tensor, tuple[int, ...]]:

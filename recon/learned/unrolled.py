@@ -21,7 +21,15 @@ from torch import nn
 import known_ops as ko
 from recon import steps
 
-from ._common import ConvBlock, flatten_batch, initial_reconstruction, positive_int, ray_transform, unflatten_batch
+from ._common import (
+    ConvBlock,
+    flatten_batch,
+    initial_reconstruction,
+    normalising_norm,
+    positive_int,
+    ray_transform,
+    unflatten_batch,
+)
 
 __all__ = ["LearnedGradient", "LearnedPrimal", "LearnedPrimalDual"]
 
@@ -36,7 +44,7 @@ class _Unrolled(nn.Module):
         self.geometry = geometry
         self.n_iter = positive_int(n_iter, "n_iter")
         # ||A|| by power iteration (deterministic for its fixed seed), in float64.
-        self.operator_norm = A.norm()
+        self.operator_norm = normalising_norm(A)
         self.operator = A / self.operator_norm
         if initial not in ("zero", "fbp"):
             raise ValueError(f"initial must be 'zero' or 'fbp', got {initial!r}")

@@ -19,7 +19,16 @@ from torch.nn import functional as F
 import known_ops as ko
 from recon import steps
 
-from ._common import check_ndim, flag, flatten_batch, initial_reconstruction, positive_int, ray_transform, unflatten_batch
+from ._common import (
+    check_ndim,
+    flag,
+    flatten_batch,
+    initial_reconstruction,
+    normalising_norm,
+    positive_int,
+    ray_transform,
+    unflatten_batch,
+)
 
 __all__ = ["VariationalNetwork"]
 
@@ -265,7 +274,7 @@ class VariationalNetwork(nn.Module):
         self.initial = initial
 
         if operator_norm is None:
-            operator_norm = A.norm()
+            operator_norm = normalising_norm(A)
         self.operator_norm = _positive_float(operator_norm, "operator_norm")
         self.operator = A / self.operator_norm
 

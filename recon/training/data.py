@@ -249,6 +249,11 @@ def validation_set(config: dict, volume, geometry, images=None):
             ys.append(noise(clean[k], seeded_generator(val["seed"], _VALIDATION, 1, k)))
     if not names:
         return names, torch.empty(0, *(volume.shape if target is None else target.shape)), torch.empty(0, *geometry.shape)
+    for name, x in zip(names, xs):
+        if float(x.max()) == float(x.min()):
+            # PSNR and SSIM take the data range from the truth: a constant one has none (recon.metrics).
+            raise ValueError(f"config key 'data.validation': the validation image {name!r} is constant; PSNR and SSIM "
+                             "need an image with a range of values")
     return names, torch.stack(xs).float(), torch.stack(ys).float()
 
 
