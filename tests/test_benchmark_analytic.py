@@ -107,3 +107,26 @@ def test_adler_ellipses_experiment_quick_run_writes_its_table(tmp_path):
         assert evaluated["per_seed"] == lpd["per_seed"]  # the same checkpoints, the same numbers
     finally:
         torch.set_num_threads(threads)
+
+
+def test_derived_rebinning_experiment_quick_run_writes_its_table(tmp_path):
+    """Interpolation rebinning, the derived network's analytic start and the trained network, per number of
+    parallel views, with the edge width of the fan FBP of a disc; --evaluate-only reuses the checkpoints."""
+    import derived_rebinning
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert derived_rebinning.main(["--quick", "--no-progress", "--output-dir", str(tmp_path)]) == 0
+        result = json.loads((tmp_path / "derived_rebinning_quick.json").read_text())
+        methods = {r["method"] for r in result["rows"]}
+        assert methods == {"interpolation rebinning", "DerivedRebinning, analytic start", "DerivedRebinning, trained"}
+        assert all(0 < r["relative_l2_shepp_logan"] < 1 and r["edge_width_mm"] > 0 for r in result["rows"])
+        assert (tmp_path / "derived_rebinning_quick.png").stat().st_size > 0
+        again = tmp_path / "again"
+        assert derived_rebinning.main(["--quick", "--evaluate-only", "--no-progress", "--output-dir", str(again),
+                                       "--runs-dir", str(tmp_path / "runs")]) == 0
+        rows = json.loads((again / "derived_rebinning_quick.json").read_text())["rows"]
+        assert [r["relative_l2_shepp_logan"] for r in rows] == [r["relative_l2_shepp_logan"] for r in result["rows"]]
+    finally:
+        torch.set_num_threads(threads)
