@@ -118,11 +118,20 @@ def _fdk_constants(geometry) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(k, dtype=np.float64))
 
 
+_NO_TORCHSCRIPT = (
+    "known_ops.RayTransform does not support TorchScript ({what}; TorchScript is deprecated in PyTorch): "
+    "use torch.compile(model) to compile a model that holds it, or torch.export.export(model, args) to "
+    "capture its graph"
+)
+
+
 def _view_index(views, n_views: int, device) -> torch.Tensor:
     """A 1D int64 tensor of view indices (negative ones counted from the end) from a sequence, array,
     integer tensor, range or slice; checked.  Plain Python for sequences, so that torch.compile
-    can trace it; a tensor's values are checked in eager mode only (a compiled graph would have to
-    synchronise; out-of-range indices then fail in index_select)."""
+    can trace it (and checks them while tracing).  A tensor's values are checked when the call runs,
+    in eager mode by _ops.view_indices, in compiled code (torch.compile, torch.export) by the
+    registered op known_ops::view_indices that calls it: the same ValueError in both, and the same
+    read-back of the tensor's extremes to the host (a CUDA synchronisation when it is on a GPU)."""
     if isinstance(views, slice):
         views = range(*views.indices(n_views))
     if isinstance(views, torch.Tensor):
@@ -132,11 +141,8 @@ def _view_index(views, n_views: int, device) -> torch.Tensor:
             raise ValueError(f"views must be one-dimensional, got shape {tuple(views.shape)}")
         if views.numel() == 0:
             raise ValueError("views must not be empty")
-        if not torch.compiler.is_compiling():
-            lo, hi = int(views.min()), int(views.max())
-            if lo < -n_views or hi >= n_views:
-                raise ValueError(f"views must index the geometry's {n_views} views (in [-{n_views}, {n_views - 1}])")
-        return torch.remainder(views.to(device=device, dtype=torch.int64), n_views)
+        check = _ops.view_indices_op if torch.compiler.is_compiling() else _ops.view_indices
+        return check(views, n_views).to(device)
     if isinstance(views, np.ndarray):
         if views.ndim != 1:
             raise ValueError(f"views must be one-dimensional, got shape {views.shape}")
@@ -315,9 +321,14 @@ class RayTransform(LinearOperator):
                 f"move the operator with .to({str(data.device)!r})"
             )
 
+    def _n_views(self) -> int:
+        # From a table rather than from the geometry's numpy array: torch.compile traces tensors'
+        # shapes as constants, and numpy arrays as tensors (which fails inside torch.func transforms).
+        return (self._frames if self.volume.ndim == 3 else self._views).shape[0]
+
     def _view_indices(self, views):
         """The indices of `views` on the operator's device (None: all views)."""
-        return None if views is None else _view_index(views, self.geometry.n_views, self._device())
+        return None if views is None else _view_index(views, self._n_views(), self._device())
 
     def _tables(self, data: torch.Tensor, idx):
         """The geometry tables for data's dtype, then the FDK constants (None for the line-integral
@@ -333,8 +344,15 @@ class RayTransform(LinearOperator):
             return tables
         return tuple(None if t is None else t.index_select(0, idx) for t in tables)
 
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this on every module of the model it scripts.
+        raise RuntimeError(_NO_TORCHSCRIPT.format(what="torch.jit.script"))
+
     @staticmethod
     def _checked(t, name: str, expected: tuple[int, ...], what: str) -> torch.Tensor:
+        if torch.jit.is_tracing():
+            # A trace would bake in the checks of shapes and view indices (and the leading dims).
+            raise RuntimeError(_NO_TORCHSCRIPT.format(what="torch.jit.trace"))
         t = floating_input(t, name)
         check_trailing_shape(t, name, expected, what)
         return t
@@ -360,7 +378,8 @@ class RayTransform(LinearOperator):
     def adjoint(self, y: torch.Tensor, views=None) -> torch.Tensor:
         """Back-projection ``A^T y`` of ``y`` (..., n_views, *detector); of ``len(views)`` views when given."""
         idx = self._view_indices(views)
-        expected = (self.geometry.n_views if idx is None else len(idx),) + tuple(self.range_shape[1:])
+        detector = tuple(self.geometry.det_shape) if self.volume.ndim == 3 else (self.geometry.det_count,)
+        expected = (self._n_views() if idx is None else len(idx),) + detector
         y = self._checked(y, "y", expected, "(n_views, " + ("n_rows, n_cols)" if self.volume.ndim == 3 else "det_count)"))
         self._check_device(y, "y")
         *tables, fdk = self._tables(y, idx)
