@@ -229,6 +229,7 @@ class RayTransform(LinearOperator):
             _check_cone_in_front(volume, geometry)
         # Read-only (see the properties below): the tables are built for these.
         self.__dict__.update(_volume=volume, _geometry=geometry, _model=model, _weighting=weighting)
+        self.extra_repr()  # cache the description now, outside any compiled region
         fdk = _fdk_constants(geometry) if weighting == "fdk" else None
         self.register_buffer("_fdk", fdk, persistent=False)
         if volume.ndim == 3:
@@ -397,4 +398,10 @@ class RayTransform(LinearOperator):
         return x.reshape(lead + tuple(self.domain_shape))
 
     def extra_repr(self) -> str:
-        return f"volume={self.volume!r},\ngeometry={self.geometry!r},\nmodel={self.model!r}"
+        # Built once: the geometries' reprs use NumPy, which torch.compile cannot trace (functorch's vmap
+        # calls repr of the module it maps).
+        text = self.__dict__.get("_extra_repr_text")
+        if text is None:
+            text = f"volume={self.volume!r},\ngeometry={self.geometry!r},\nmodel={self.model!r}"
+            self.__dict__["_extra_repr_text"] = text
+        return text

@@ -382,3 +382,11 @@ def test_torch_export_checks_view_indices_given_as_an_input():
     torch.testing.assert_close(program.module()(x, torch.tensor([2, -1])), A(x)[:, [2, 3]], rtol=0, atol=0)
     with pytest.raises(ValueError, match=r"views must index the geometry's 4 views \(in \[-4, 3\]\), got 4"):
         program.module()(x, torch.tensor([0, 4]))
+
+
+def test_compiled_vmap_of_the_module_itself():
+    """functorch's vmap calls repr() of the module it maps; the description is built at construction."""
+    A = ko.RayTransform(ko.Volume((8, 8)), ko.ParallelBeam2D(ko.uniform_angles(4), 11))
+    x = torch.rand(3, 8, 8, dtype=torch.float64)
+    compiled = torch.compile(torch.func.vmap(A), backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x), A(x))
