@@ -59,7 +59,8 @@ __global__ void __launch_bounds__(kThreads)
     // (two calls rather than a pointer select: keeps the stride arrays in registers)
     const Axes3<I> ax = use_swapped ? axes_of<I>(major, n, stride_swapped) : axes_of<I>(major, n, stride);
     const T* src = use_swapped ? swapped : volume;
-    const I m0 = I(ray[ray3::kFirst]), m1 = I(ray[ray3::kLast]);
+    I m0, m1;
+    march_range(ray, n[major], &m0, &m1);
     T* o = out + v0 * view_size + r;
     for (int64_t b = 0; b < batch; ++b)
       o[b * proj_size] = m0 <= m1 ? march3d(src + b * vol_size, ax, ray, m0, m1) : T(0);
