@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ._dtypes import floating_input
-from .geometry import _positive_float, _positive_int
+from .geometry import _positive_int, _positive_length
 
 __all__ = ["RampFilter", "WINDOWS"]
 
@@ -123,7 +123,7 @@ def _detector_size(det_count) -> tuple[int, tuple[int, ...]]:
 def _column_spacing(det_spacing) -> float:
     """A scalar, or a pair (dv, du) as in 3D geometries, of which the column spacing du is used."""
     if isinstance(det_spacing, numbers.Real) and not isinstance(det_spacing, bool):
-        return _positive_float(det_spacing, "det_spacing")
+        return _positive_length(det_spacing, "det_spacing")
     try:
         if isinstance(det_spacing, (str, bytes)):
             raise TypeError
@@ -132,8 +132,8 @@ def _column_spacing(det_spacing) -> float:
         raise TypeError(f"det_spacing must be a positive number or a pair (dv, du), got {det_spacing!r}") from None
     if len(pair) != 2:
         raise ValueError(f"det_spacing must be a number or a pair (dv, du), got {len(pair)} entries")
-    _positive_float(pair[0], "det_spacing[0]")
-    return _positive_float(pair[1], "det_spacing[1]")
+    _positive_length(pair[0], "det_spacing[0]")
+    return _positive_length(pair[1], "det_spacing[1]")
 
 
 
@@ -239,7 +239,7 @@ class RampFilter(_KeepsFloat64):
         if not isinstance(learnable, bool):
             raise TypeError(f"learnable must be True or False, got {learnable!r}")
         if arc_radius is not None:
-            arc_radius = _positive_float(arc_radius, "arc_radius")
+            arc_radius = _positive_length(arc_radius, "arc_radius")
             half_span = (n_pad // 2) * tau / arc_radius
             if half_span >= math.pi:
                 raise ValueError(
