@@ -515,7 +515,10 @@ class _Geometry2D(_Geometry):
         import torch
 
         from . import _ops
+        from ._memory import check_fits, nbytes
 
+        check_fits(nbytes(self.n_views, self.det_count, 4, dtype=8),
+                   f"rays(): {self.n_views} views x {self.det_count} rays (det_count)", "use a smaller det_count")
         return _ops.rays_2d(torch.from_numpy(self.to_vectors()), self._kind, self.det_count)
 
 
@@ -745,6 +748,12 @@ class _Geometry3D(_Geometry):
         ray of every detector pixel (mm)."""
         import torch
 
+        from ._memory import check_fits, nbytes
+
+        # the result and, at most, the full arrays of origins, directions and pixel centres behind it
+        check_fits(nbytes(self.n_views, *self.det_shape, 6 + 9, dtype=8),
+                   f"rays(): {self.n_views} views x {self.det_shape[0]} x {self.det_shape[1]} rays (det_shape)",
+                   "use a smaller det_shape")
         origin, direction = np.broadcast_arrays(*self._ray_arrays())
         return torch.from_numpy(np.concatenate([origin, direction], axis=-1))
 

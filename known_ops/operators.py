@@ -1,11 +1,14 @@
 """RayTransform: the forward projector A and its exact adjoint A.T as torch modules."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from . import _ops
 from ._dtypes import floating_input
+from ._memory import check_fits, nbytes
 from .geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3D, Volume, geometry_from_dict
 from .linear import LinearOperator, check_trailing_shape
 
@@ -369,7 +372,13 @@ class RayTransform(LinearOperator):
         """2D: ray and view tables in float64 and, computed once here rather than at every call, in float32."""
         sy, sx = self.volume.spacing
         oy, ox = self.volume.offset
-        n_det = self.geometry.det_count
+        n_views, n_det = self.geometry.n_views, self.geometry.det_count
+        check_fits(
+            nbytes(n_views, n_det + 2, 4, dtype=8 + 4),
+            f"RayTransform: the ray tables of {n_views} views x {n_det} detector bins (n_views x det_count x 4 "
+            "numbers, in float64 and float32)",
+            "use a smaller det_count or fewer views (angles)",
+        )
         try:
             rays, views = _ops.tables_2d(
                 torch.from_numpy(self.geometry.to_vectors()),
@@ -442,12 +451,43 @@ class RayTransform(LinearOperator):
         check_trailing_shape(t, name, expected, what)
         return t
 
+    def _check_call_size(self, data: torch.Tensor, in_shape, out_shape, forward: bool) -> None:
+        """Refuse a call whose output (and the kernels' work space) cannot fit the device's memory."""
+        if torch.compiler.is_compiling():
+            return  # shapes may be symbolic; eager calls are checked
+        batch = math.prod(data.shape[: data.dim() - len(in_shape)])
+        size = data.element_size()
+        out_bytes = nbytes(batch, *out_shape, dtype=size)
+        in_bytes = nbytes(batch, *in_shape, dtype=size)
+        # Work space of the CPU kernels (and CUDA's, roughly): the 2D forward pads two copies of the
+        # images, the 2D adjoint scatters into up to 8 private images per group, the 3D forward
+        # keeps one transposed copy of the volumes; a copy of a non-contiguous input comes on top.
+        if self.model == "voxel":
+            work = 0
+        elif self.volume.ndim == 2:
+            work = 2 * in_bytes if forward else 2 * out_bytes + nbytes(8, *self.domain_shape, dtype=size)
+        else:
+            work = in_bytes if forward else 0
+        if not data.is_contiguous():
+            work += in_bytes
+        what = "projections" if forward else "back-projections"
+        check_fits(
+            out_bytes + work,
+            f"RayTransform.{'forward' if forward else 'adjoint'}: the {what} of a batch of {batch} "
+            f"({tuple(data.shape)} {str(data.dtype).replace('torch.', '')} -> output {(batch, *out_shape)}, plus work space)",
+            "project a smaller batch at a time",
+            data.device,
+        )
+
     def forward(self, x: torch.Tensor, views=None) -> torch.Tensor:
         """Projections ``A x`` of ``x`` (..., *volume.shape); only of ``views`` when given."""
         x = self._checked(x, "x", self.domain_shape, "the volume's shape")
         self._check_device(x, "x")
         self._check_dtype(x, "x")
-        *tables, fdk = self._tables(x, self._view_indices(views))
+        idx = self._view_indices(views)
+        n_views = self.geometry.n_views if idx is None else len(idx)
+        self._check_call_size(x, self.domain_shape, (n_views,) + tuple(self.range_shape[1:]), forward=True)
+        *tables, fdk = self._tables(x, idx)
         lead = x.shape[: x.dim() - self.volume.ndim]
         flat = x.reshape((-1,) + tuple(self.domain_shape))
         if self.model == "voxel":
@@ -468,6 +508,7 @@ class RayTransform(LinearOperator):
         y = self._checked(y, "y", expected, "(n_views, " + ("n_rows, n_cols)" if self.volume.ndim == 3 else "det_count)"))
         self._check_device(y, "y")
         self._check_dtype(y, "y")
+        self._check_call_size(y, expected, tuple(self.domain_shape), forward=False)
         *tables, fdk = self._tables(y, idx)
         lead = y.shape[: y.dim() - len(expected)]
         flat = y.reshape((-1,) + expected)
