@@ -213,6 +213,37 @@ KO_HD T hat(T pos, T k) {
   return t > T(0) ? t : T(0);
 }
 
+// clip_march's range alone, without its status: for the 3D set-up and loops,
+// where a fuller check would only repeat work at every ray set-up.  Still
+// safe on any input: a NaN (from alpha, beta, lo or hi) propagates into m0 or
+// m1 and empties the range, and infinities leave m0 > m1.
+KO_HD void clip_march_known(double alpha, double beta, double lo, double hi, int64_t n_major, int64_t* first,
+                            int64_t* last) {
+  double m0 = 0.0, m1 = double(n_major - 1);
+  if (beta != 0.0) {
+    double a = (lo - alpha) / beta;
+    double b = (hi - alpha) / beta;
+    if (a > b) {
+      const double t = a;
+      a = b;
+      b = t;
+    }
+    m0 = a <= m0 ? m0 : a;  // (NaN: a)
+    m1 = b >= m1 ? m1 : b;
+  } else if (!(alpha >= lo && alpha <= hi)) {
+    *first = 0;
+    *last = -1;
+    return;
+  }
+  if (!(m0 <= m1)) {
+    *first = 0;
+    *last = -1;
+    return;
+  }
+  *first = int64_t(ceil(m0));
+  *last = int64_t(floor(m1));
+}
+
 // Machine epsilon of the precision the kernels compute positions in.
 template <typename T>
 KO_HD constexpr double epsilon_of() {
@@ -263,10 +294,12 @@ KO_HD int clip_march(T alpha, T beta, T lo, T hi, int64_t n_major, int64_t* firs
     return kMarchOk;
   }
   if (!(m0 <= m1)) return kMarchOk;
-  // Rounding error of alpha + beta m (and of alpha shifted by a few units
-  // first, as some loops do) in T: a few ulps of the largest term.
+  // Rounding error of alpha + beta m in T (with or without an fma, and with
+  // alpha shifted by a few units first, as some loops do): at most about
+  // eps / 2 times (|alpha| + |beta m| + |position| + a few), which must stay
+  // below the margin of 0.5; twice that error is allowed for here.
   const double size = fabs(a0) + fabs(b0) * m1 + fabs(lo0) + fabs(hi0) + 4.0;
-  if (!(size * epsilon_of<T>() <= 0.125)) return kMarchIllConditioned;
+  if (!(size * epsilon_of<T>() <= 0.5)) return kMarchIllConditioned;
   *first = int64_t(ceil(m0));
   *last = int64_t(floor(m1));
   return kMarchOk;
@@ -283,7 +316,7 @@ KO_HD int ray_line_status(const T* ray, int64_t ny, int64_t nx) {
   const int64_t n_minor = x_major ? ny : nx, n_major = x_major ? nx : ny;
   const double a = double(ray[0]), b = double(ray[1]), w = double(ray[2]);
   if (!(fabs(w) <= 1e300)) return kMarchNonFinite;
-  if (fabs(a) + fabs(b) * double(n_major) + 2.0 * double(n_minor) + 8.0 <= 0.125 / epsilon_of<T>()) return kMarchOk;
+  if (fabs(a) + fabs(b) * double(n_major) + 2.0 * double(n_minor) + 8.0 <= 0.5 / epsilon_of<T>()) return kMarchOk;
   int64_t first, last;
   return clip_march<T>(ray[0], ray[1], T(-1.5), T(n_minor) + T(0.5), n_major, &first, &last);
 }

@@ -181,21 +181,22 @@ KO_HD void make_frame3d(int64_t kind, const double* vec, int64_t n_rows, int64_t
 // the later axis (x before y before z), as in 2D.  [first, last] is the range
 // of major indices at which the sample can touch the volume.
 //
-// A ray that cannot be marched safely gets an empty range (first > last, and
-// zeros for its other numbers), which every kernel skips: a frame with NaN or
-// infinite values, an unknown kind, a grid size that is not a positive
-// integer, a set-up that overflows, or positions too large to be computed in
-// float32 to within the margins (clip_march).  The library's own frames never
-// give such rays (known_ops checks the geometry, and the CPU bindings check
-// raw frames with frame3d_problem); this keeps the kernels memory-safe on any
-// input, CUDA included.
-KO_HD void make_ray3d(const double* f, int64_t row, int64_t col, double* out) {
-  using namespace frame3;
+// The frame must be usable (frame3d_setup_problem, and its grid fields those
+// of the volume): the CPU bindings check every frame (frame3d_problem) and
+// the CUDA ray-table kernel checks each view's frame, writing empty rays
+// (empty_ray3d) for a bad one, so the per-ray work stays what it was (this
+// runs at every ray set-up).  For such a frame every entry is memory-safe:
+// |beta| <= 1 by the choice of the major axis, so a ray that meets the volume
+// has |alpha| <= n_b + 1 + n_major, and a NaN (a zero direction) empties the
+// range in clip_march_known.
+KO_HD void empty_ray3d(double* out) {
   for (int q = 0; q < RAY3_FIELDS; ++q) out[q] = 0.0;
   out[ray3::kLast] = -1.0;
-  const double kind_value = f[kKind];
-  if (!(kind_value == 0.0 || kind_value == 1.0 || kind_value == 2.0)) return;
-  const int64_t kind = int64_t(kind_value);
+}
+
+KO_HD void make_ray3d(const double* f, int64_t row, int64_t col, double* out) {
+  using namespace frame3;
+  const int64_t kind = int64_t(f[kKind]);
   double o[3], dir[3];
   for (int q = 0; q < 3; ++q) {
     if (kind == kParallel) {
@@ -223,33 +224,21 @@ KO_HD void make_ray3d(const double* f, int64_t row, int64_t col, double* out) {
                              dir[1] * f[kSpacing + 1] * dir[1] * f[kSpacing + 1] +
                              dir[2] * f[kSpacing + 2] * dir[2] * f[kSpacing + 2]);
   const double w = len_mm / fabs(d_major);
-  const double n_major_value = pick3(f + kShape, major), n_b = pick3(f + kShape, b), n_c = pick3(f + kShape, c);
-  constexpr double kMaxSize = 2147483647.0;  // grid sizes: positive integers that fit int32
-  if (!(n_major_value >= 1.0 && n_major_value <= kMaxSize && n_b >= 1.0 && n_b <= kMaxSize && n_c >= 1.0 &&
-        n_c <= kMaxSize && fabs(w) <= 1e300))
-    return;  // also NaN
-  const int64_t n_major = int64_t(n_major_value);
+  const int64_t n_major = int64_t(pick3(f + kShape, major));
   // Samples whose interpolation footprint meets the volume have minor
   // positions in (-1, n); the margin only adds zero-weight samples.
   constexpr double kMargin = 0.01;
   int64_t first_b, last_b, first_c, last_c;
-  if (clip_march<double>(alpha_b, beta_b, -1.0 - kMargin, n_b + kMargin, n_major, &first_b, &last_b) != kMarchOk ||
-      clip_march<double>(alpha_c, beta_c, -1.0 - kMargin, n_c + kMargin, n_major, &first_c, &last_c) != kMarchOk)
-    return;
-  const int64_t first = first_b > first_c ? first_b : first_c, last = last_b < last_c ? last_b : last_c;
-  // The kernels compute the positions alpha + beta m in the data's precision
-  // (float32 at worst) and convert them to (int32) indices.
-  const double m_max = double(last);
-  const double size = fabs(alpha_b) + fabs(alpha_c) + (fabs(beta_b) + fabs(beta_c)) * m_max + n_b + n_c + 4.0;
-  if (first <= last && !(size * epsilon_of<float>() <= 0.125)) return;
+  clip_march_known(alpha_b, beta_b, -1.0 - kMargin, pick3(f + kShape, b) + kMargin, n_major, &first_b, &last_b);
+  clip_march_known(alpha_c, beta_c, -1.0 - kMargin, pick3(f + kShape, c) + kMargin, n_major, &first_c, &last_c);
   out[ray3::kAlphaB] = alpha_b;
   out[ray3::kBetaB] = beta_b;
   out[ray3::kAlphaC] = alpha_c;
   out[ray3::kBetaC] = beta_c;
   out[ray3::kW] = w;
   out[ray3::kMajor] = double(major);
-  out[ray3::kFirst] = double(first);
-  out[ray3::kLast] = double(last);
+  out[ray3::kFirst] = double(first_b > first_c ? first_b : first_c);
+  out[ray3::kLast] = double(last_b < last_c ? last_b : last_c);
 }
 
 // The march range [first, last] of a ray entry, clipped to a volume whose
@@ -548,12 +537,12 @@ KO_HD const char* frame3d_setup_problem(const double* f, int64_t n_rows, int64_t
 }
 
 // Why a frame cannot be used with a (nz, ny, nx) volume and an n_rows x
-// n_cols detector in precision T; nullptr when it can.  The checks of the CPU
-// bindings, which read the frames without a device synchronisation, so that
-// a raw frame that the kernels would have to skip (make_ray3d) or that would
-// give meaningless detector boxes is an error instead.  The library's frames
-// always pass: known_ops bounds the geometry's lengths and checks that the
-// volume lies in front of the source.
+// n_cols detector in precision T; nullptr when it can.  The CPU bindings
+// raise on it (they read the frames without a device synchronisation); the
+// CUDA ray-table kernel gives such a view empty rays, which is all the kernels
+// can do, so that no frame makes them index outside their arrays.  The
+// library's frames always pass: known_ops bounds the geometry's lengths and
+// checks that the volume lies in front of the source.
 template <typename T>
 KO_HD const char* frame3d_problem(const double* f, int64_t nz, int64_t ny, int64_t nx, int64_t n_rows,
                                   int64_t n_cols) {

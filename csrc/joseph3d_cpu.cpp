@@ -53,8 +53,8 @@ void interior_range(const T* ray, const Axes3<>& ax, int64_t n_major, int64_t* i
   const double ab = ray[ray3::kAlphaB], bb = ray[ray3::kBetaB], ac = ray[ray3::kAlphaC], bc = ray[ray3::kBetaC];
   const double eps_b = 1e-5 * (1.0 + std::abs(ab) + std::abs(bb) * n_major + ax.n_b);
   const double eps_c = 1e-5 * (1.0 + std::abs(ac) + std::abs(bc) * n_major + ax.n_c);
-  clip_march<double>(ab, bb, eps_b, ax.n_b - 1 - eps_b, n_major, &f0, &f1);
-  clip_march<double>(ac, bc, eps_c, ax.n_c - 1 - eps_c, n_major, &g0, &g1);
+  clip_march_known(ab, bb, eps_b, ax.n_b - 1 - eps_b, n_major, &f0, &f1);
+  clip_march_known(ac, bc, eps_c, ax.n_c - 1 - eps_c, n_major, &g0, &g1);
   *i0 = std::max(f0, g0);
   *i1 = std::min(f1, g1);
 }
@@ -246,14 +246,15 @@ void adjoint3d_impl(const T* proj, const double* frames, T* out, int64_t batch, 
             const Axes3<> ax = axes_of(major, n);
             int64_t m0, m1;
             march_range(ray, n[major], &m0, &m1);
+            if (m0 > m1) continue;  // a ray that misses the volume
             int64_t b_lo = 0, b_hi = ax.n_b;
             if (major == 0) {  // the ray steps through the slices: keep this slab's
               m0 = std::max(m0, k0);
               m1 = std::min(m1, k1 - 1);
             } else {  // the slice index is the minor axis b: keep samples with a tap in [k0, k1)
               int64_t f0, f1;
-              clip_march<double>(double(ray[ray3::kAlphaB]), double(ray[ray3::kBetaB]), double(k0) - 1.01,
-                                 double(k1) + 0.01, n[major], &f0, &f1);
+              clip_march_known(double(ray[ray3::kAlphaB]), double(ray[ray3::kBetaB]), double(k0) - 1.01,
+                               double(k1) + 0.01, n[major], &f0, &f1);
               m0 = std::max(m0, f0);
               m1 = std::min(m1, f1);
               b_lo = k0;
