@@ -180,6 +180,30 @@ KO_HD T bin_of_point(const T* view, T i, T j) {
   return num / den + view[7];
 }
 
+// Why a view table entry (VIEW_FIELDS values, in the data's precision T)
+// cannot be used with an ny x nx image; nullptr when it can.  Checked by the
+// CPU bindings of the ops that read the view table (the gather adjoint, the
+// voxel-driven pair): its numbers must be finite, and the image grown by one
+// pixel must lie strictly on one side of the line through the source parallel
+// to the detector (the map's denominator keeps its sign), as known_ops checks
+// for the geometries it builds tables for.
+template <typename T>
+KO_HD const char* view_map_problem(const T* view, int64_t ny, int64_t nx) {
+  for (int q = 0; q < VIEW_FIELDS; ++q)
+    if (!(fabs(double(view[q])) <= 1.7976931348623157e308)) return "it holds NaN or infinite values";
+  if (!(view[6] >= T(0))) return "its arc scale is negative";
+  int sign = 0;
+  for (int corner = 0; corner < 4; ++corner) {
+    const double i = (corner & 1) ? double(ny) : -1.0, j = (corner & 2) ? double(nx) : -1.0;
+    const double den = double(view[3]) + double(view[4]) * i + double(view[5]) * j;
+    const int s = den > 0.0 ? 1 : (den < 0.0 ? -1 : 0);
+    if (s == 0 || (sign != 0 && s != sign))
+      return "the image (grown by one pixel) does not lie on one side of the source";
+    sign = s;
+  }
+  return nullptr;
+}
+
 // Joseph interpolation weight of a ray sample at continuous index `pos` for
 // the integer index `k` of the interpolated axis: the linear-interpolation
 // "hat" function tri(pos - k).
@@ -189,16 +213,76 @@ KO_HD T hat(T pos, T k) {
   return t > T(0) ? t : T(0);
 }
 
+// clip_march's range alone, without its status: for the 3D set-up and loops,
+// where a fuller check would only repeat work at every ray set-up.  Still
+// safe on any input: a NaN (from alpha, beta, lo or hi) propagates into m0 or
+// m1 and empties the range, and infinities leave m0 > m1.
+KO_HD void clip_march_known(double alpha, double beta, double lo, double hi, int64_t n_major, int64_t* first,
+                            int64_t* last) {
+  double m0 = 0.0, m1 = double(n_major - 1);
+  if (beta != 0.0) {
+    double a = (lo - alpha) / beta;
+    double b = (hi - alpha) / beta;
+    if (a > b) {
+      const double t = a;
+      a = b;
+      b = t;
+    }
+    m0 = a <= m0 ? m0 : a;  // (NaN: a)
+    m1 = b >= m1 ? m1 : b;
+  } else if (!(alpha >= lo && alpha <= hi)) {
+    *first = 0;
+    *last = -1;
+    return;
+  }
+  if (!(m0 <= m1)) {
+    *first = 0;
+    *last = -1;
+    return;
+  }
+  *first = int64_t(ceil(m0));
+  *last = int64_t(floor(m1));
+}
+
+// Machine epsilon of the precision the kernels compute positions in.
+template <typename T>
+KO_HD constexpr double epsilon_of() {
+  return sizeof(T) == 4 ? 1.1920928955078125e-7 : 2.220446049250313e-16;
+}
+
+// What clip_march found (its return value; callers that only march may ignore
+// it, since an unusable ray gets an empty range).
+enum MarchStatus : int {
+  kMarchOk = 0,             // [first, last] is the range (possibly empty)
+  kMarchNonFinite = 1,      // alpha, beta, lo or hi is NaN or infinite: no sample
+  kMarchIllConditioned = 2  // the ray reaches the image, but alpha + beta m cannot be
+                            // computed in T to within the kernels' margins: no sample
+};
+
 // Range [first, last] (inclusive) of major-axis indices m in [0, n_major) at
 // which the sample alpha + beta * m lies in [lo, hi] of the minor axis.
 // Used to clip the ray march to the (zero-padded) image; the caller chooses
-// lo/hi with a margin so that rounding can only add zero-weight samples.
+// lo/hi with a margin (at least 0.5 index units) so that rounding can only
+// add zero-weight samples.
+//
+// Memory safety rests on this function: every kernel converts the positions
+// of the samples in [first, last] to integer indices, so a ray whose numbers
+// are not finite, or so large that the rounding of alpha + beta m in T could
+// exceed the margin (raw tables; the tables the library builds never are),
+// gets an empty range and a status that says why (the CPU bindings turn it
+// into an error).  The comparisons are written so that NaN fails them.
 template <typename T>
-KO_HD void clip_march(T alpha, T beta, T lo, T hi, int64_t n_major, int64_t* first, int64_t* last) {
+KO_HD int clip_march(T alpha, T beta, T lo, T hi, int64_t n_major, int64_t* first, int64_t* last) {
+  *first = 0;
+  *last = -1;
+  const double a0 = double(alpha), b0 = double(beta), lo0 = double(lo), hi0 = double(hi);
+  constexpr double kHuge = 1e300;  // beyond this, the differences below could overflow
+  if (!(fabs(a0) <= kHuge && fabs(b0) <= kHuge && fabs(lo0) <= kHuge && fabs(hi0) <= kHuge))
+    return kMarchNonFinite;  // also NaN and infinities
   double m0 = 0.0, m1 = double(n_major - 1);
-  if (beta != T(0)) {
-    double a = (double(lo) - double(alpha)) / double(beta);
-    double b = (double(hi) - double(alpha)) / double(beta);
+  if (b0 != 0.0) {
+    double a = (lo0 - a0) / b0;
+    double b = (hi0 - a0) / b0;
     if (a > b) {
       const double t = a;
       a = b;
@@ -206,18 +290,35 @@ KO_HD void clip_march(T alpha, T beta, T lo, T hi, int64_t n_major, int64_t* fir
     }
     m0 = a > m0 ? a : m0;
     m1 = b < m1 ? b : m1;
-  } else if (alpha < lo || alpha > hi) {
-    *first = 0;
-    *last = -1;
-    return;
+  } else if (!(a0 >= lo0 && a0 <= hi0)) {
+    return kMarchOk;
   }
-  if (m0 > m1) {
-    *first = 0;
-    *last = -1;
-    return;
-  }
+  if (!(m0 <= m1)) return kMarchOk;
+  // Rounding error of alpha + beta m in T (with or without an fma, and with
+  // alpha shifted by a few units first, as some loops do): at most about
+  // eps / 2 times (|alpha| + |beta m| + |position| + a few), which must stay
+  // below the margin of 0.5; twice that error is allowed for here.
+  const double size = fabs(a0) + fabs(b0) * m1 + fabs(lo0) + fabs(hi0) + 4.0;
+  if (!(size * epsilon_of<T>() <= 0.5)) return kMarchIllConditioned;
   *first = int64_t(ceil(m0));
   *last = int64_t(floor(m1));
+  return kMarchOk;
+}
+
+// Whether a ray of a 2D ray table (RAY_FIELDS values: alpha, beta, w, x_major)
+// can be marched on an ny x nx image: its numbers are finite and its
+// positions can be computed in T to within the kernels' margin (the same test
+// as clip_march, with the kernels' bounds).  A quick sufficient test first,
+// so that checking a whole table costs next to nothing beside a projection.
+template <typename T>
+KO_HD int ray_line_status(const T* ray, int64_t ny, int64_t nx) {
+  const bool x_major = ray[3] != T(0);
+  const int64_t n_minor = x_major ? ny : nx, n_major = x_major ? nx : ny;
+  const double a = double(ray[0]), b = double(ray[1]), w = double(ray[2]);
+  if (!(fabs(w) <= 1e300)) return kMarchNonFinite;
+  if (fabs(a) + fabs(b) * double(n_major) + 2.0 * double(n_minor) + 8.0 <= 0.5 / epsilon_of<T>()) return kMarchOk;
+  int64_t first, last;
+  return clip_march<T>(ray[0], ray[1], T(-1.5), T(n_minor) + T(0.5), n_major, &first, &last);
 }
 
 // Adjoint of one view at pixel (i, j), gathered from the sinogram row `sino`:

@@ -23,9 +23,12 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "cpu_parallel.h"
@@ -285,6 +288,7 @@ at::Tensor joseph2d_adjoint_gather_cpu(const at::Tensor& sino, const at::Tensor&
                                        int64_t ny, int64_t nx) {
   check_joseph2d_adjoint_inputs(sino, rays, views, ny, nx);
   TORCH_CHECK(sino.device().is_cpu(), "joseph2d_adjoint_gather_cpu: expected CPU tensors");
+  check_joseph2d_view_values(views, ny, nx, "joseph2d_adjoint_gather");
   const int64_t batch = sino.size(0), n_views = sino.size(1), n_det = sino.size(2);
   auto s = sino.contiguous();
   auto ray_table = rays.contiguous();
@@ -299,6 +303,72 @@ at::Tensor joseph2d_adjoint_gather_cpu(const at::Tensor& sino, const at::Tensor&
   return out;
 }
 
+namespace {
+
+// Index of the first value of p[0, n) that is NaN or infinite; -1 when none.
+int64_t first_non_finite(const double* p, int64_t n) {
+  for (int64_t q = 0; q < n; ++q)
+    if (!std::isfinite(p[q])) return q;
+  return -1;
+}
+
+void check_finite_vectors(const at::Tensor& vectors, const char* op) {
+  auto vec = vectors.contiguous();
+  const int64_t bad = first_non_finite(vec.data_ptr<double>(), vec.numel());
+  TORCH_CHECK(bad < 0, op, ": the vectors must be finite, got a non-finite value in view ", bad / vec.size(1));
+}
+
+const char* march_problem(int status, bool is_float) {
+  if (status == kMarchNonFinite) return "it holds NaN or infinite values";
+  return is_float ? "its numbers are too large to compute its samples on this image in float32"
+                  : "its numbers are too large to compute its samples on this image in float64";
+}
+
+// Every ray of a CPU ray table must be one that the kernels can march on an
+// ny x nx image (ray_line_status); otherwise the kernels would skip it (or
+// give NaN), so it is an error.  A quick test per ray, in parallel over the
+// views: a small fraction of a projection's time.  CUDA tables are not read
+// (that would synchronise the device); the kernels skip such rays there.
+void check_ray_values(const at::Tensor& rays, int64_t ny, int64_t nx) {
+  if (!rays.device().is_cpu() || rays.numel() == 0) return;
+  auto table = rays.contiguous();
+  const int64_t n_views = table.size(0), n_det = table.size(1);
+  AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "joseph2d_check_rays", [&] {
+    const scalar_t* r = table.data_ptr<scalar_t>();
+    std::atomic<int64_t> first_bad{std::numeric_limits<int64_t>::max()};
+    at::parallel_for(0, n_views, 16, [&](int64_t v0, int64_t v1) {
+      for (int64_t q = v0 * n_det; q < v1 * n_det; ++q) {
+        if (ray_line_status(r + q * RAY_FIELDS, ny, nx) == kMarchOk) continue;
+        int64_t seen = first_bad.load();
+        while (q < seen && !first_bad.compare_exchange_weak(seen, q)) {
+        }
+        return;
+      }
+    });
+    const int64_t bad = first_bad.load();
+    if (bad == std::numeric_limits<int64_t>::max()) return;
+    TORCH_CHECK(false, "joseph2d: ray ", bad % n_det, " of view ", bad / n_det, " of the ray table cannot be used: ",
+                march_problem(ray_line_status(r + bad * RAY_FIELDS, ny, nx), std::is_same_v<scalar_t, float>),
+                " (ray tables come from joseph2d_tables, as known_ops.RayTransform builds them)");
+  });
+}
+
+}  // namespace
+
+// The view table of a CPU op that reads it (gather, voxel-driven pair): see view_map_problem.
+void check_joseph2d_view_values(const at::Tensor& views, int64_t ny, int64_t nx, const char* op) {
+  if (!views.device().is_cpu()) return;
+  auto table = views.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "joseph2d_check_views", [&] {
+    const scalar_t* w = table.data_ptr<scalar_t>();
+    for (int64_t v = 0; v < table.size(0); ++v) {
+      const char* problem = view_map_problem(w + v * VIEW_FIELDS, ny, nx);
+      TORCH_CHECK(problem == nullptr, op, ": view ", v, " of the view table cannot be used: ", problem,
+                  " (view tables come from joseph2d_tables, as known_ops.RayTransform builds them)");
+    }
+  });
+}
+
 std::tuple<at::Tensor, at::Tensor> joseph2d_tables(const at::Tensor& vectors, int64_t kind, int64_t n_det,
                                                    int64_t ny, int64_t nx, at::ArrayRef<double> spacing_offset) {
   TORCH_CHECK(vectors.dim() == 2 && vectors.size(1) == 6, "joseph2d_tables: vectors must have shape (n_views, 6)");
@@ -307,6 +377,13 @@ std::tuple<at::Tensor, at::Tensor> joseph2d_tables(const at::Tensor& vectors, in
   TORCH_CHECK(kind >= kParallel && kind <= kFanCurved, "joseph2d_tables: unknown geometry kind ", kind);
   TORCH_CHECK(n_det >= 1 && ny >= 1 && nx >= 1, "joseph2d_tables: sizes must be positive");
   TORCH_CHECK(spacing_offset.size() == 4, "joseph2d_tables: expected [sy, sx, oy, ox]");
+  TORCH_CHECK(std::isfinite(spacing_offset[0]) && std::isfinite(spacing_offset[1]) && spacing_offset[0] > 0 &&
+                  spacing_offset[1] > 0,
+              "joseph2d_tables: the pixel spacing [sy, sx] must be positive and finite, got [", spacing_offset[0], ", ",
+              spacing_offset[1], "]");
+  TORCH_CHECK(std::isfinite(spacing_offset[2]) && std::isfinite(spacing_offset[3]),
+              "joseph2d_tables: the image offset [oy, ox] must be finite");
+  check_finite_vectors(vectors, "joseph2d_tables");
   const Grid2D grid{ny, nx, spacing_offset[0], spacing_offset[1], spacing_offset[2], spacing_offset[3]};
   auto vec = vectors.contiguous();
   const int64_t n_views = vec.size(0);
@@ -321,10 +398,19 @@ std::tuple<at::Tensor, at::Tensor> joseph2d_tables(const at::Tensor& vectors, in
       make_view_map(kind, v + 6 * k, n_det, grid, w + k * VIEW_FIELDS);
     }
   });
+  // Vectors whose lengths are extreme beside the pixel spacing overflow here
+  // (known_ops bounds the geometry's lengths, so that its tables never do).
+  const int64_t bad_ray = first_non_finite(r, n_views * n_det * RAY_FIELDS);
+  const int64_t bad_view = first_non_finite(w, n_views * VIEW_FIELDS);
+  TORCH_CHECK(bad_ray < 0 && bad_view < 0, "joseph2d_tables: the tables of view ",
+              bad_ray >= 0 ? bad_ray / (n_det * RAY_FIELDS) : bad_view / VIEW_FIELDS,
+              " overflow float64 (the geometry's lengths are too large, or the pixel spacing too small, for the "
+              "other)");
   return {rays, views};
 }
 
 namespace {
+
 void check_tables(const at::Tensor& data, const at::Tensor& rays, const at::Tensor& views, const char* name) {
   TORCH_CHECK(data.scalar_type() == at::kFloat || data.scalar_type() == at::kDouble, "joseph2d: ", name,
               " must be float32 or float64, got ", data.scalar_type());
@@ -345,6 +431,7 @@ at::Tensor geometry2d_rays(const at::Tensor& vectors, int64_t kind, int64_t n_de
               "geometry2d_rays: vectors must be a float64 CPU tensor");
   TORCH_CHECK(kind >= kParallel && kind <= kFanCurved, "geometry2d_rays: unknown geometry kind ", kind);
   TORCH_CHECK(n_det >= 1, "geometry2d_rays: n_det must be positive");
+  check_finite_vectors(vectors, "geometry2d_rays");
   auto vec = vectors.contiguous();
   const int64_t n_views = vec.size(0);
   auto out = at::empty({n_views, n_det, 4}, vec.options());
@@ -366,6 +453,7 @@ at::Tensor geometry2d_rays(const at::Tensor& vectors, int64_t kind, int64_t n_de
 void check_joseph2d_forward_inputs(const at::Tensor& image, const at::Tensor& rays, const at::Tensor& views) {
   TORCH_CHECK(image.dim() == 3, "joseph2d: image must have shape (batch, ny, nx), got ", image.sizes());
   check_tables(image, rays, views, "image");
+  check_ray_values(rays, image.size(1), image.size(2));
 }
 
 void check_joseph2d_adjoint_inputs(const at::Tensor& sino, const at::Tensor& rays, const at::Tensor& views, int64_t ny,
@@ -375,6 +463,7 @@ void check_joseph2d_adjoint_inputs(const at::Tensor& sino, const at::Tensor& ray
   TORCH_CHECK(rays.size(0) == sino.size(1) && rays.size(1) == sino.size(2), "joseph2d: sinogram shape ",
               sino.sizes(), " does not match the ray table ", rays.sizes());
   TORCH_CHECK(ny >= 1 && nx >= 1, "joseph2d: image size must be positive");
+  check_ray_values(rays, ny, nx);
 }
 
 }  // namespace known_ops

@@ -27,4 +27,9 @@ void check_joseph2d_forward_inputs(const at::Tensor& image, const at::Tensor& ra
 void check_joseph2d_adjoint_inputs(const at::Tensor& sino, const at::Tensor& rays, const at::Tensor& views, int64_t ny,
                                    int64_t nx);
 
+// The values of a view table (n_views, VIEW_FIELDS) that an op reads (the gather adjoint, the
+// voxel-driven pair): finite, with the grown ny x nx image on one side of the source
+// (view_map_problem in joseph2d.h).  Checked for CPU tensors only (no device synchronisation).
+void check_joseph2d_view_values(const at::Tensor& views, int64_t ny, int64_t nx, const char* op);
+
 }  // namespace known_ops

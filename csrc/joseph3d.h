@@ -180,6 +180,20 @@ KO_HD void make_frame3d(int64_t kind, const double* vec, int64_t n_rows, int64_t
 // The major axis is the one of largest |direction| in index units; ties go to
 // the later axis (x before y before z), as in 2D.  [first, last] is the range
 // of major indices at which the sample can touch the volume.
+//
+// The frame must be usable (frame3d_setup_problem, and its grid fields those
+// of the volume): the CPU bindings check every frame (frame3d_problem) and
+// the CUDA ray-table kernel checks each view's frame, writing empty rays
+// (empty_ray3d) for a bad one, so the per-ray work stays what it was (this
+// runs at every ray set-up).  For such a frame every entry is memory-safe:
+// |beta| <= 1 by the choice of the major axis, so a ray that meets the volume
+// has |alpha| <= n_b + 1 + n_major, and a NaN (a zero direction) empties the
+// range in clip_march_known.
+KO_HD void empty_ray3d(double* out) {
+  for (int q = 0; q < RAY3_FIELDS; ++q) out[q] = 0.0;
+  out[ray3::kLast] = -1.0;
+}
+
 KO_HD void make_ray3d(const double* f, int64_t row, int64_t col, double* out) {
   using namespace frame3;
   const int64_t kind = int64_t(f[kKind]);
@@ -209,21 +223,33 @@ KO_HD void make_ray3d(const double* f, int64_t row, int64_t col, double* out) {
   const double len_mm = sqrt(dir[0] * f[kSpacing] * dir[0] * f[kSpacing] +
                              dir[1] * f[kSpacing + 1] * dir[1] * f[kSpacing + 1] +
                              dir[2] * f[kSpacing + 2] * dir[2] * f[kSpacing + 2]);
+  const double w = len_mm / fabs(d_major);
   const int64_t n_major = int64_t(pick3(f + kShape, major));
   // Samples whose interpolation footprint meets the volume have minor
   // positions in (-1, n); the margin only adds zero-weight samples.
   constexpr double kMargin = 0.01;
   int64_t first_b, last_b, first_c, last_c;
-  clip_march<double>(alpha_b, beta_b, -1.0 - kMargin, pick3(f + kShape, b) + kMargin, n_major, &first_b, &last_b);
-  clip_march<double>(alpha_c, beta_c, -1.0 - kMargin, pick3(f + kShape, c) + kMargin, n_major, &first_c, &last_c);
+  clip_march_known(alpha_b, beta_b, -1.0 - kMargin, pick3(f + kShape, b) + kMargin, n_major, &first_b, &last_b);
+  clip_march_known(alpha_c, beta_c, -1.0 - kMargin, pick3(f + kShape, c) + kMargin, n_major, &first_c, &last_c);
   out[ray3::kAlphaB] = alpha_b;
   out[ray3::kBetaB] = beta_b;
   out[ray3::kAlphaC] = alpha_c;
   out[ray3::kBetaC] = beta_c;
-  out[ray3::kW] = len_mm / fabs(d_major);
+  out[ray3::kW] = w;
   out[ray3::kMajor] = double(major);
   out[ray3::kFirst] = double(first_b > first_c ? first_b : first_c);
   out[ray3::kLast] = double(last_b < last_c ? last_b : last_c);
+}
+
+// The march range [first, last] of a ray entry, clipped to a volume whose
+// major axis has n_major slices.  The library's frames give ranges inside the
+// volume they were built for; the clip keeps a raw frame built for a larger
+// volume (which only the CPU bindings can detect) from reading outside this one.
+template <typename T, typename I>
+KO_HD void march_range(const T* ray, int64_t n_major, I* m0, I* m1) {
+  const I first = I(ray[ray3::kFirst]), last = I(ray[ray3::kLast]);
+  *m0 = first > I(0) ? first : I(0);
+  *m1 = last < I(n_major - 1) ? last : I(n_major - 1);
 }
 
 // The ray table entry in the data's precision.
@@ -479,6 +505,63 @@ KO_HD T gather_view3d(const T* f, const T* rays, const T* proj, int64_t n_rows, 
   if (majors & 2) acc += gather_pass3d<1>(f, rays, proj, n_rows, n_cols, idx);
   if (majors & 4) acc += gather_pass3d<2>(f, rays, proj, n_rows, n_cols, idx);
   return acc;
+}
+
+// Why a frame's numbers cannot be used for rays in precision T; nullptr when
+// they can: finite, a known kind, positive spacings, a ray set-up that stays
+// finite (make_ray3d) and detector maps representable in T.  The frames
+// op checks what it builds (in float64; known_ops refuses float32 data for
+// frames that do not fit float32); the CPU bindings check raw frames with
+// frame3d_problem.
+template <typename T>
+KO_HD const char* frame3d_setup_problem(const double* f, int64_t n_rows, int64_t n_cols) {
+  using namespace frame3;
+  for (int q = 0; q <= kDetShape + 1; ++q)
+    if (!(fabs(f[q]) <= 1.7976931348623157e308)) return "it holds NaN or infinite values";
+  if (!(f[kKind] == 0.0 || f[kKind] == 1.0 || f[kKind] == 2.0)) return "its geometry kind is not 0, 1 or 2";
+  for (int q = 0; q < 3; ++q)
+    if (!(f[kSpacing + q] > 0.0)) return "its voxel spacing is not positive";
+  // The ray set-up (make_ray3d): origins and directions in index units stay
+  // finite, and so do the squares of the directions in mm.
+  const double cols = double(n_cols) + 1.0, rows = double(n_rows) + 1.0;
+  for (int q = 0; q < 3; ++q) {
+    const double span = fabs(f[kA + q]) + fabs(f[kU + q]) * cols + fabs(f[kV + q]) * rows + fabs(f[kW + q]);
+    if (!(fabs(f[kO + q]) + span <= 1e300)) return "its ray set-up overflows (index coordinates beyond 1e300)";
+    if (!(span * f[kSpacing + q] <= 1e152)) return "its rays are longer than 1e152 mm (their squares overflow)";
+  }
+  // The parts the kernels compute in T (detector maps, scales, spacing).
+  const double t_max = sizeof(T) == 4 ? 3.4028234663852886e38 : 1.7976931348623157e308;
+  for (int q = kSpacing; q <= kRowMid; ++q)
+    if (!(fabs(f[q]) <= t_max)) return "its detector map overflows the data's precision";
+  return nullptr;
+}
+
+// Why a frame cannot be used with a (nz, ny, nx) volume and an n_rows x
+// n_cols detector in precision T; nullptr when it can.  The CPU bindings
+// raise on it (they read the frames without a device synchronisation); the
+// CUDA ray-table kernel gives such a view empty rays, which is all the kernels
+// can do, so that no frame makes them index outside their arrays.  The
+// library's frames always pass: known_ops bounds the geometry's lengths and
+// checks that the volume lies in front of the source.
+template <typename T>
+KO_HD const char* frame3d_problem(const double* f, int64_t nz, int64_t ny, int64_t nx, int64_t n_rows,
+                                  int64_t n_cols) {
+  using namespace frame3;
+  if (const char* problem = frame3d_setup_problem<T>(f, n_rows, n_cols)) return problem;
+  if (!(f[kShape] == double(nz) && f[kShape + 1] == double(ny) && f[kShape + 2] == double(nx)))
+    return "it was built for another volume shape";
+  if (!(f[kDetShape] == double(n_rows) && f[kDetShape + 1] == double(n_cols)))
+    return "it was built for another detector shape";
+  // Every voxel, and its neighbours, must project through the map's
+  // denominator without a sign change (the volume grown by one voxel lies in
+  // front of the source); the denominator is affine, so its corners decide.
+  const double hi[3] = {double(nz), double(ny), double(nx)};
+  for (int corner = 0; corner < 8; ++corner) {
+    const double k = (corner & 1) ? hi[0] : -1.0, i = (corner & 2) ? hi[1] : -1.0, j = (corner & 4) ? hi[2] : -1.0;
+    const double den = f[kMapDen] + f[kMapDen + 1] * k + f[kMapDen + 2] * i + f[kMapDen + 3] * j;
+    if (!(den > 0.0)) return "the volume (grown by one voxel) does not lie in front of the source";
+  }
+  return nullptr;
 }
 
 }  // namespace known_ops

@@ -53,8 +53,8 @@ void interior_range(const T* ray, const Axes3<>& ax, int64_t n_major, int64_t* i
   const double ab = ray[ray3::kAlphaB], bb = ray[ray3::kBetaB], ac = ray[ray3::kAlphaC], bc = ray[ray3::kBetaC];
   const double eps_b = 1e-5 * (1.0 + std::abs(ab) + std::abs(bb) * n_major + ax.n_b);
   const double eps_c = 1e-5 * (1.0 + std::abs(ac) + std::abs(bc) * n_major + ax.n_c);
-  clip_march<double>(ab, bb, eps_b, ax.n_b - 1 - eps_b, n_major, &f0, &f1);
-  clip_march<double>(ac, bc, eps_c, ax.n_c - 1 - eps_c, n_major, &g0, &g1);
+  clip_march_known(ab, bb, eps_b, ax.n_b - 1 - eps_b, n_major, &f0, &f1);
+  clip_march_known(ac, bc, eps_c, ax.n_c - 1 - eps_c, n_major, &g0, &g1);
   *i0 = std::max(f0, g0);
   *i1 = std::min(f1, g1);
 }
@@ -195,7 +195,8 @@ void forward3d_impl(const T* vol, const double* frames, T* out, int64_t batch, i
         const bool use_swapped = use_pairs && major == 2;
         const Axes3<> ax = axes_of(major, n, use_swapped ? stride_swapped : stride);
         const T* src = use_swapped ? swapped.data() : vol;
-        const int64_t m0 = int64_t(ray[ray3::kFirst]), m1 = int64_t(ray[ray3::kLast]);
+        int64_t m0, m1;
+        march_range(ray, n[major], &m0, &m1);
         for (int64_t b = 0; b < batch; ++b)
           out[b * proj_size + t * n_cols + col] = ray_sum(simd, src + b * vol_size, ax, ray, n[major], m0, m1);
       }
@@ -243,15 +244,17 @@ void adjoint3d_impl(const T* proj, const double* frames, T* out, int64_t batch, 
             make_ray3d_as(f, row, col, ray);
             const int major = int(ray[ray3::kMajor]);
             const Axes3<> ax = axes_of(major, n);
-            int64_t m0 = int64_t(ray[ray3::kFirst]), m1 = int64_t(ray[ray3::kLast]);
+            int64_t m0, m1;
+            march_range(ray, n[major], &m0, &m1);
+            if (m0 > m1) continue;  // a ray that misses the volume
             int64_t b_lo = 0, b_hi = ax.n_b;
             if (major == 0) {  // the ray steps through the slices: keep this slab's
               m0 = std::max(m0, k0);
               m1 = std::min(m1, k1 - 1);
             } else {  // the slice index is the minor axis b: keep samples with a tap in [k0, k1)
               int64_t f0, f1;
-              clip_march<double>(double(ray[ray3::kAlphaB]), double(ray[ray3::kBetaB]), double(k0) - 1.01,
-                                 double(k1) + 0.01, n[major], &f0, &f1);
+              clip_march_known(double(ray[ray3::kAlphaB]), double(ray[ray3::kBetaB]), double(k0) - 1.01,
+                               double(k1) + 0.01, n[major], &f0, &f1);
               m0 = std::max(m0, f0);
               m1 = std::min(m1, f1);
               b_lo = k0;
@@ -307,11 +310,13 @@ void check_frames(const at::Tensor& data, const at::Tensor& frames, const char* 
   TORCH_CHECK(frames.device() == data.device(), "joseph3d: ", name, " and frames must be on the same device");
 }
 
-// The frames must have been built for this volume and detector.  Checked
-// where the frames are readable without a device synchronisation (CPU); on
-// CUDA the Python layer builds frames and shapes together.
-void check_frames_shapes(const at::Tensor& frames, int64_t nz, int64_t ny, int64_t nx, int64_t n_rows,
-                         int64_t n_cols) {
+// The frames must have been built for this volume and detector, and hold
+// numbers the kernels can use (frame3d_problem, in the data's precision).
+// Checked where the frames are readable without a device synchronisation
+// (CPU); on CUDA the Python layer builds frames and shapes together, and the
+// kernels skip rays they cannot march (make_ray3d).
+void check_frames_shapes(const at::Tensor& frames, at::ScalarType dtype, int64_t nz, int64_t ny, int64_t nx,
+                         int64_t n_rows, int64_t n_cols) {
   if (!frames.device().is_cpu()) return;
   auto fr = frames.contiguous();
   const double* f = fr.data_ptr<double>();
@@ -321,6 +326,10 @@ void check_frames_shapes(const at::Tensor& frames, int64_t nz, int64_t ny, int64
                 "joseph3d: the frames were built for another volume shape than (", nz, ", ", ny, ", ", nx, ")");
     TORCH_CHECK(f[frame3::kDetShape] == double(n_rows) && f[frame3::kDetShape + 1] == double(n_cols),
                 "joseph3d: the frames were built for another detector shape than (", n_rows, ", ", n_cols, ")");
+    const char* problem = dtype == at::kFloat ? frame3d_problem<float>(f, nz, ny, nx, n_rows, n_cols)
+                                              : frame3d_problem<double>(f, nz, ny, nx, n_rows, n_cols);
+    TORCH_CHECK(problem == nullptr, "joseph3d: frame ", v, " cannot be used: ", problem,
+                " (frames come from joseph3d_frames, as known_ops.RayTransform builds them)");
   }
 }
 
@@ -353,6 +362,17 @@ at::Tensor joseph3d_frames(const at::Tensor& vectors, int64_t kind, int64_t n_ro
   TORCH_CHECK(kind >= kParallel && kind <= kFanCurved, "joseph3d_frames: unknown geometry kind ", kind);
   TORCH_CHECK(n_rows >= 1 && n_cols >= 1 && nz >= 1 && ny >= 1 && nx >= 1, "joseph3d_frames: sizes must be positive");
   TORCH_CHECK(spacing_offset.size() == 6, "joseph3d_frames: expected [sz, sy, sx, oz, oy, ox]");
+  for (int q = 0; q < 6; ++q)
+    TORCH_CHECK(std::isfinite(spacing_offset[q]) && (q >= 3 || spacing_offset[q] > 0),
+                "joseph3d_frames: the voxel spacing [sz, sy, sx] must be positive and finite and the offset [oz, oy, "
+                "ox] finite, got ", spacing_offset[q], " at position ", q);
+  {
+    auto vec = vectors.contiguous();
+    const double* p = vec.data_ptr<double>();
+    for (int64_t q = 0; q < vec.numel(); ++q)
+      TORCH_CHECK(std::isfinite(p[q]), "joseph3d_frames: the vectors must be finite, got a non-finite value in view ",
+                  q / VEC3_FIELDS);
+  }
   const Grid3D grid{{nz, ny, nx},
                     {spacing_offset[0], spacing_offset[1], spacing_offset[2]},
                     {spacing_offset[3], spacing_offset[4], spacing_offset[5]}};
@@ -362,6 +382,14 @@ at::Tensor joseph3d_frames(const at::Tensor& vectors, int64_t kind, int64_t n_ro
   for (int64_t v = 0; v < n_views; ++v)
     make_frame3d(kind, vec.data_ptr<double>() + v * VEC3_FIELDS, n_rows, n_cols, grid,
                  frames.data_ptr<double>() + v * FRAME3_FIELDS);
+  // Vectors whose lengths are extreme beside the voxel spacing overflow here
+  // (known_ops bounds the geometry's lengths, so that its frames never do).
+  for (int64_t v = 0; v < n_views; ++v) {
+    const char* problem = frame3d_setup_problem<double>(frames.data_ptr<double>() + v * FRAME3_FIELDS, n_rows, n_cols);
+    TORCH_CHECK(problem == nullptr, "joseph3d_frames: the frame of view ", v, " cannot be used: ", problem,
+                " (the geometry's lengths are too large, or the voxel spacing too small, for the other; or its vectors "
+                "are degenerate)");
+  }
   return frames;
 }
 
@@ -397,7 +425,7 @@ void check_joseph3d_forward_inputs(const at::Tensor& volume, const at::Tensor& f
   TORCH_CHECK(volume.dim() == 4, "joseph3d: volume must have shape (batch, nz, ny, nx), got ", volume.sizes());
   check_frames(volume, frames, "volume");
   TORCH_CHECK(n_rows >= 1 && n_cols >= 1, "joseph3d: detector size must be positive");
-  check_frames_shapes(frames, volume.size(1), volume.size(2), volume.size(3), n_rows, n_cols);
+  check_frames_shapes(frames, volume.scalar_type(), volume.size(1), volume.size(2), volume.size(3), n_rows, n_cols);
 }
 
 void check_joseph3d_adjoint_inputs(const at::Tensor& proj, const at::Tensor& frames, int64_t nz, int64_t ny,
@@ -408,7 +436,7 @@ void check_joseph3d_adjoint_inputs(const at::Tensor& proj, const at::Tensor& fra
   TORCH_CHECK(frames.size(0) == proj.size(1), "joseph3d: projections have ", proj.size(1), " views but frames ",
               frames.size(0));
   TORCH_CHECK(nz >= 1 && ny >= 1 && nx >= 1, "joseph3d: volume size must be positive");
-  check_frames_shapes(frames, nz, ny, nx, proj.size(2), proj.size(3));
+  check_frames_shapes(frames, proj.scalar_type(), nz, ny, nx, proj.size(2), proj.size(3));
 }
 
 }  // namespace known_ops

@@ -59,7 +59,8 @@ __global__ void __launch_bounds__(kThreads)
     // (two calls rather than a pointer select: keeps the stride arrays in registers)
     const Axes3<I> ax = use_swapped ? axes_of<I>(major, n, stride_swapped) : axes_of<I>(major, n, stride);
     const T* src = use_swapped ? swapped : volume;
-    const I m0 = I(ray[ray3::kFirst]), m1 = I(ray[ray3::kLast]);
+    I m0, m1;
+    march_range(ray, n[major], &m0, &m1);
     T* o = out + v0 * view_size + r;
     for (int64_t b = 0; b < batch; ++b)
       o[b * proj_size] = m0 <= m1 ? march3d(src + b * vol_size, ax, ray, m0, m1) : T(0);
@@ -67,24 +68,37 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // Ray table of views [v0, v0 + n_chunk) and, per view, the set of major axes
-// (bit 1 << major) of its rays; `majors` must be zero on entry.
+// (bit 1 << major) of its rays; `majors` must be zero on entry.  A view whose
+// frame cannot be used for this (nz, ny, nx) volume and detector (NaN, an
+// unknown kind, an overflowing set-up, another grid: frame3d_problem, which
+// the CPU bindings raise on) gets empty rays, so that its march reads nothing.
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     ray_table3d_kernel(const double* __restrict__ frames, T* __restrict__ rays, int* __restrict__ majors, int64_t v0,
-                       int64_t n_chunk, int64_t n_rows, int64_t n_cols) {
+                       int64_t n_chunk, int64_t n_rows, int64_t n_cols, int64_t nz, int64_t ny, int64_t nx) {
   __shared__ double frame[FRAME3_FIELDS];
   __shared__ int block_majors;
+  __shared__ bool frame_ok;
   const int64_t view_size = n_rows * n_cols;
   for (int64_t c = blockIdx.y; c < n_chunk; c += gridDim.y) {
     __syncthreads();
     if (threadIdx.x < FRAME3_FIELDS) frame[threadIdx.x] = __ldg(frames + (v0 + c) * FRAME3_FIELDS + threadIdx.x);
     if (threadIdx.x == 0) block_majors = 0;
     __syncthreads();
+    if (threadIdx.x == 0) frame_ok = frame3d_problem<T>(frame, nz, ny, nx, n_rows, n_cols) == nullptr;
+    __syncthreads();
     int mine = 0;
     for (int64_t p = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; p < view_size;
          p += int64_t(gridDim.x) * blockDim.x) {
       T ray[RAY3_FIELDS];
-      make_ray3d_as<T>(frame, p / n_cols, p % n_cols, ray);
+      if (frame_ok) {
+        make_ray3d_as<T>(frame, p / n_cols, p % n_cols, ray);
+      } else {
+        double empty[RAY3_FIELDS];
+        empty_ray3d(empty);
+#pragma unroll
+        for (int q = 0; q < RAY3_FIELDS; ++q) ray[q] = T(empty[q]);
+      }
       T* dst = rays + (c * view_size + p) * RAY3_FIELDS;
 #pragma unroll
       for (int q = 0; q < RAY3_FIELDS; ++q) dst[q] = ray[q];
@@ -136,11 +150,11 @@ __global__ void __launch_bounds__(kThreads)
 // axes (the first step of every chunk, forward and adjoint alike).
 template <typename T>
 cudaError_t write_ray_table(const double* frames, T* rays, int* majors, int64_t v0, int64_t n_chunk, int64_t n_rows,
-                            int64_t n_cols, cudaStream_t stream) {
+                            int64_t n_cols, int64_t nz, int64_t ny, int64_t nx, cudaStream_t stream) {
   const cudaError_t err = cudaMemsetAsync(majors, 0, sizeof(int) * n_chunk, stream);
   if (err != cudaSuccess) return err;
   const dim3 grid(unsigned(blocks_for(n_rows * n_cols, kThreads, kMaxGridX)), unsigned(min64(n_chunk, kMaxGridYZ)));
-  ray_table3d_kernel<T><<<grid, kThreads, 0, stream>>>(frames, rays, majors, v0, n_chunk, n_rows, n_cols);
+  ray_table3d_kernel<T><<<grid, kThreads, 0, stream>>>(frames, rays, majors, v0, n_chunk, n_rows, n_cols, nz, ny, nx);
   return cudaGetLastError();
 }
 
@@ -158,7 +172,7 @@ cudaError_t joseph3d_forward_cuda(const T* volume, const T* swapped, const doubl
   const bool small = nz * ny * nx < (int64_t(1) << 31);
   for (int64_t v0 = 0; v0 < n_views; v0 += chunk_views) {
     const int64_t n_chunk = min64(chunk_views, n_views - v0);
-    cudaError_t err = write_ray_table(frames, rays, majors, v0, n_chunk, n_rows, n_cols, stream);
+    cudaError_t err = write_ray_table(frames, rays, majors, v0, n_chunk, n_rows, n_cols, nz, ny, nx, stream);
     if (err != cudaSuccess) return err;
     const unsigned grid = unsigned(blocks_for(n_chunk * view_size, kThreads, kMaxGridX));
     if (small)
@@ -183,7 +197,7 @@ cudaError_t joseph3d_adjoint_cuda(const T* proj, const double* frames, const T* 
   if (chunk_views < 1) return cudaErrorInvalidValue;
   for (int64_t v0 = 0; v0 < n_views; v0 += chunk_views) {
     const int64_t n_chunk = min64(chunk_views, n_views - v0);
-    cudaError_t err = write_ray_table(frames, rays, majors, v0, n_chunk, n_rows, n_cols, stream);
+    cudaError_t err = write_ray_table(frames, rays, majors, v0, n_chunk, n_rows, n_cols, nz, ny, nx, stream);
     if (err != cudaSuccess) return err;
     const dim3 gather_grid(unsigned(blocks_for(n_vox, kThreads, kMaxGridX)), unsigned(min64(batch, kMaxGridYZ)));
     gather3d_kernel<T><<<gather_grid, kThreads, 0, stream>>>(proj, frames_t, rays, majors, out, batch, n_views,

@@ -14,9 +14,11 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "cpu_parallel.h"
+#include "joseph2d_cpu.h"
 #include "joseph3d_cpu.h"
 #include "simd.h"
 #include "voxel.h"
@@ -75,7 +77,16 @@ at::Tensor fdk_constants(const c10::optional<at::Tensor>& fdk, const at::Tensor&
   TORCH_CHECK(fdk->dim() == 1 && fdk->size(0) == n_views, "voxel: fdk_weights must have shape (n_views,) = (", n_views,
               ",), got ", fdk->sizes());
   TORCH_CHECK(fdk->device() == data.device(), "voxel: fdk_weights must be on the data's device");
-  return fdk->to(data.scalar_type()).contiguous();
+  auto constants = fdk->to(data.scalar_type()).contiguous();
+  if (constants.device().is_cpu()) {  // (CUDA: not read, which would synchronise the device)
+    AT_DISPATCH_FLOATING_TYPES(constants.scalar_type(), "voxel_fdk_constants", [&] {
+      const scalar_t* k = constants.data_ptr<scalar_t>();
+      for (int64_t v = 0; v < n_views; ++v)
+        TORCH_CHECK(std::isfinite(k[v]) && k[v] > scalar_t(0), "voxel: fdk_weights must be positive and finite, got ",
+                    k[v], " for view ", v);
+    });
+  }
+  return constants;
 }
 
 template <typename T>
@@ -182,6 +193,7 @@ VoxelOperands voxel2d_forward_operands(const at::Tensor& image, const at::Tensor
   check_data(image, 3, "image (batch, ny, nx)");
   check_views_2d(image, views, spacing);
   TORCH_CHECK(n_det >= 1, "voxel2d: n_det must be positive");
+  check_joseph2d_view_values(views, image.size(1), image.size(2), "voxel2d_forward");
   VoxelOperands ops{image.contiguous(), views.contiguous()};
   ops.fdk = fdk_constants(fdk_weights, image, views.size(0));
   ops.out = at::zeros({image.size(0), views.size(0), n_det}, image.options());
@@ -195,6 +207,7 @@ VoxelOperands voxel2d_adjoint_operands(const at::Tensor& sino, const at::Tensor&
   TORCH_CHECK(views.size(0) == sino.size(1), "voxel2d: sinogram has ", sino.size(1), " views but the table ",
               views.size(0));
   TORCH_CHECK(ny >= 1 && nx >= 1, "voxel2d: image size must be positive");
+  check_joseph2d_view_values(views, ny, nx, "voxel2d_adjoint");
   VoxelOperands ops{sino.contiguous(), views.contiguous()};
   ops.fdk = fdk_constants(fdk_weights, sino, sino.size(1));
   ops.out = at::zeros({sino.size(0), ny, nx}, sino.options());

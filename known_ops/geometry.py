@@ -44,6 +44,61 @@ def _positive_float(value, name: str) -> float:
     return value
 
 
+# The range of lengths (mm) the projectors support. They square lengths (norms, cross products) and
+# divide positions by spacings, in float64 (largest finite value 1.8e308): a length beyond
+# MAX_LENGTH, or a spacing below MIN_LENGTH, would overflow into inf and NaN, i.e. silently wrong
+# projections or indices out of range. Real scanners are nowhere near either bound.
+MAX_LENGTH = 1e150
+MIN_LENGTH = 1e-150
+
+
+def _length(value, name: str) -> float:
+    """A finite length in mm (an offset or distance; any sign) of magnitude at most MAX_LENGTH."""
+    value = _finite_float(value, name)
+    if abs(value) > MAX_LENGTH:
+        raise ValueError(
+            f"{name} must be at most {MAX_LENGTH:g} mm in magnitude, got {value:g}: the projectors square lengths, "
+            "and the squares of larger ones overflow float64"
+        )
+    return value
+
+
+def _positive_length(value, name: str) -> float:
+    """A positive length in mm (a spacing or distance) in [MIN_LENGTH, MAX_LENGTH]."""
+    value = _positive_float(value, name)
+    if value > MAX_LENGTH:
+        raise ValueError(
+            f"{name} must be at most {MAX_LENGTH:g} mm, got {value:g}: the projectors square lengths, and the "
+            "squares of larger ones overflow float64"
+        )
+    if value < MIN_LENGTH:
+        raise ValueError(
+            f"{name} must be at least {MIN_LENGTH:g} mm, got {value:g}: the projectors divide positions by it, and "
+            "the quotients would overflow float64"
+        )
+    return value
+
+
+def _check_reach(reach: float, name: str, what: str) -> None:
+    """A derived length (how far something extends from the origin, mm) must stay within MAX_LENGTH."""
+    if not reach <= MAX_LENGTH:  # also NaN
+        raise ValueError(
+            f"{name}: {what} reaches {reach:g} mm from the origin, beyond the {MAX_LENGTH:g} mm the projectors "
+            "support (the squares of larger lengths overflow float64)"
+        )
+
+
+def _check_vector_range(arr: np.ndarray, name: str) -> None:
+    """Every entry of per-view vectors (lengths in mm) within MAX_LENGTH."""
+    big = np.abs(arr).max(axis=1)
+    if np.any(big > MAX_LENGTH):
+        k = int(np.argmax(big))
+        raise ValueError(
+            f"{name}: view {k} has an entry of {big[k]:g} mm, beyond the {MAX_LENGTH:g} mm the projectors support "
+            "(the squares of larger lengths overflow float64)"
+        )
+
+
 def _per_axis(value, n: int, name: str, check, axes: str = "one per axis of the volume") -> tuple[float, ...]:
     """A scalar (same for every axis) or a sequence of n values, each passed through check."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
@@ -169,8 +224,10 @@ class Volume(_Frozen):
         if len(dims) not in (2, 3):
             raise ValueError(f"shape must have 2 (ny, nx) or 3 (nz, ny, nx) entries, got {len(dims)}")
         self._set("shape", tuple(_positive_int(n, f"shape[{k}]") for k, n in enumerate(dims)))
-        self._set("spacing", _per_axis(spacing, len(dims), "spacing", _positive_float))
-        self._set("offset", _per_axis(offset, len(dims), "offset", _finite_float))
+        self._set("spacing", _per_axis(spacing, len(dims), "spacing", _positive_length))
+        self._set("offset", _per_axis(offset, len(dims), "offset", _length))
+        for k, ((lo, hi), n) in enumerate(zip(self.bounds, self.shape)):
+            _check_reach(max(abs(lo), abs(hi)), "shape and spacing", f"the volume (axis {k}, {n} voxels)")
 
     @property
     def ndim(self) -> int:
@@ -227,6 +284,13 @@ class _Geometry(_Frozen):
     _kind: int  # geometry kind understood by the kernels (known_ops._ops)
 
     def _init_vectors(self, vectors: np.ndarray, det_size, angles: np.ndarray | None, det_offset=None) -> None:
+        if angles is not None:  # built by a constructor from checked parameters; a helix can still run away
+            if not np.all(np.isfinite(vectors)):
+                raise ValueError(
+                    "geometry: the per-view vectors computed from the parameters are not finite (e.g. pitch times "
+                    "angles overflows); use smaller values"
+                )
+            _check_vector_range(vectors, "geometry (from angles, distances, det_spacing, det_offset and pitch)")
         self._set("_vectors", vectors)
         self._set(self._det_attr, det_size)
         self._set("angles", angles)
@@ -365,12 +429,24 @@ def _validate_vectors(vectors, n_cols: int) -> np.ndarray:
     arr = _float_array(vectors, "vectors", 2)
     if arr.shape[1] != n_cols:
         raise ValueError(f"vectors must have shape (n_views, {n_cols}), got {arr.shape}")
+    _check_vector_range(arr, "vectors")
     return arr
 
 
 def _check_nonzero(norms: np.ndarray, name: str) -> None:
     if np.any(norms <= 0):
         raise ValueError(f"{name} must be a non-zero vector in every view")
+    if np.any(norms < MIN_LENGTH):
+        k = int(np.argmin(norms))
+        raise ValueError(
+            f"{name} must be a non-zero vector in every view, at least {MIN_LENGTH:g} mm long (view {k}: "
+            f"{norms[k]:g} mm): the projectors divide by its length"
+        )
+
+
+def _check_detector_reach(det_count, spacing: float, offset: float, name: str) -> None:
+    """The detector's outermost bin centre, (n - 1) / 2 bins from its centre plus the offset, within MAX_LENGTH."""
+    _check_reach(0.5 * (det_count - 1) * spacing + abs(offset), name, f"the detector ({det_count} bins of {spacing:g} mm)")
 
 
 def _detector_kind(detector) -> str:
@@ -381,8 +457,8 @@ def _detector_kind(detector) -> str:
 
 def _source_detector_distances(source_distance, detector_distance) -> tuple[float, float]:
     """Validated (D_so, D_od): the source outside the isocentre, the detector beyond the source."""
-    d_so = _positive_float(source_distance, "source_distance")
-    d_od = _finite_float(detector_distance, "detector_distance")
+    d_so = _positive_length(source_distance, "source_distance")
+    d_od = _length(detector_distance, "detector_distance")
     if d_so + d_od <= 0:
         raise ValueError(
             f"source_distance + detector_distance must be positive (the detector lies beyond the source), "
@@ -439,7 +515,10 @@ class _Geometry2D(_Geometry):
         import torch
 
         from . import _ops
+        from ._memory import check_fits, nbytes
 
+        check_fits(nbytes(self.n_views, self.det_count, 4, dtype=8),
+                   f"rays(): {self.n_views} views x {self.det_count} rays (det_count)", "use a smaller det_count")
         return _ops.rays_2d(torch.from_numpy(self.to_vectors()), self._kind, self.det_count)
 
 
@@ -459,8 +538,9 @@ class ParallelBeam2D(_Geometry2D):
     def __init__(self, angles, det_count: int, det_spacing: float = 1.0, det_offset: float = 0.0):
         theta = _float_array(angles, "angles", 1)
         det_count = _positive_int(det_count, "det_count")
-        du = _positive_float(det_spacing, "det_spacing")
-        offset = _finite_float(det_offset, "det_offset")
+        du = _positive_length(det_spacing, "det_spacing")
+        offset = _length(det_offset, "det_offset")
+        _check_detector_reach(det_count, du, offset, "det_count, det_spacing and det_offset")
         vectors = _parallel_vectors_2d(theta, du, offset)
         vectors.flags.writeable = False
         theta.flags.writeable = False
@@ -514,9 +594,10 @@ class FanBeam2D(_PointSource, _Geometry2D):
         theta = _float_array(angles, "angles", 1)
         d_so, d_od = _source_detector_distances(source_distance, detector_distance)
         det_count = _positive_int(det_count, "det_count")
-        du = _positive_float(det_spacing, "det_spacing")
-        offset = _finite_float(det_offset, "det_offset")
+        du = _positive_length(det_spacing, "det_spacing")
+        offset = _length(det_offset, "det_offset")
         detector = _detector_kind(detector)
+        _check_detector_reach(det_count, du, offset, "det_count, det_spacing and det_offset")
         vectors = _fan_vectors_2d(theta, d_so, d_od, du, offset, detector)
         vectors.flags.writeable = False
         theta.flags.writeable = False
@@ -564,6 +645,11 @@ def _norm(a: np.ndarray) -> np.ndarray:
     return np.linalg.norm(a, axis=-1)
 
 
+def _hypot3(a: np.ndarray) -> np.ndarray:
+    """Norms of the rows of an (n, 3) array without overflow in the squares."""
+    return np.hypot(np.hypot(a[:, 0], a[:, 1]), a[:, 2])
+
+
 def _index_offsets(n: int) -> np.ndarray:
     """k - (n-1)/2 for k = 0 ... n-1: a pixel's index relative to the detector centre."""
     return np.arange(n, dtype=np.float64) - (n - 1) / 2
@@ -602,9 +688,16 @@ def _detector_normal(arr: np.ndarray) -> np.ndarray:
 
 def _check_crosses_detector(direction: np.ndarray, normal: np.ndarray, message: str) -> None:
     """Raise ValueError(message) unless `direction` leaves the detector plane (normal `normal`) in every view."""
-    along = np.abs(np.sum(direction * normal, axis=1))
-    if np.any(along <= 1e-12 * _norm(direction) * _norm(normal)):
+    # (unit vectors: the product of two lengths of up to MAX_LENGTH and a normal could overflow)
+    along = np.abs(np.sum(_unit_rows(direction) * _unit_rows(normal), axis=1))
+    if np.any(~(along > 1e-12)):
         raise ValueError(message)
+
+
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    """Each row divided by its norm (rows of zeros stay zero)."""
+    norms = _norm(a)
+    return a / np.where(norms > 0, norms, 1.0)[:, None]
 
 
 def _cylinder_frame(vectors: np.ndarray):
@@ -655,6 +748,12 @@ class _Geometry3D(_Geometry):
         ray of every detector pixel (mm)."""
         import torch
 
+        from ._memory import check_fits, nbytes
+
+        # the result and, at most, the full arrays of origins, directions and pixel centres behind it
+        check_fits(nbytes(self.n_views, *self.det_shape, 6 + 9, dtype=8),
+                   f"rays(): {self.n_views} views x {self.det_shape[0]} x {self.det_shape[1]} rays (det_shape)",
+                   "use a smaller det_shape")
         origin, direction = np.broadcast_arrays(*self._ray_arrays())
         return torch.from_numpy(np.concatenate([origin, direction], axis=-1))
 
@@ -679,8 +778,10 @@ class ParallelBeam3D(_Geometry3D):
     def __init__(self, angles, det_shape, det_spacing=1.0, det_offset=0.0):
         theta = _float_array(angles, "angles", 1)
         det_shape = _det_shape(det_shape)
-        dv, du = _detector_pair(det_spacing, "det_spacing", _positive_float)
-        v_offset, u_offset = _detector_pair(det_offset, "det_offset", _finite_float)
+        dv, du = _detector_pair(det_spacing, "det_spacing", _positive_length)
+        v_offset, u_offset = _detector_pair(det_offset, "det_offset", _length)
+        _check_detector_reach(det_shape[0], dv, v_offset, "det_shape, det_spacing and det_offset (rows)")
+        _check_detector_reach(det_shape[1], du, u_offset, "det_shape, det_spacing and det_offset (columns)")
         vectors = _lift_to_3d(_parallel_vectors_2d(theta, du, u_offset), 0.0, v_offset, dv)
         theta.flags.writeable = False
         self._init_vectors(vectors, det_shape, theta, (v_offset, u_offset))
@@ -740,11 +841,16 @@ class ConeBeam3D(_PointSource, _Geometry3D):
         theta = _float_array(angles, "angles", 1)
         d_so, d_od = _source_detector_distances(source_distance, detector_distance)
         det_shape = _det_shape(det_shape)
-        dv, du = _detector_pair(det_spacing, "det_spacing", _positive_float)
-        v_offset, u_offset = _detector_pair(det_offset, "det_offset", _finite_float)
+        dv, du = _detector_pair(det_spacing, "det_spacing", _positive_length)
+        v_offset, u_offset = _detector_pair(det_offset, "det_offset", _length)
         detector = _detector_kind(detector)
-        pitch = _finite_float(pitch, "pitch")
-        z = pitch * (theta - theta.mean()) / (2 * math.pi)
+        pitch = _length(pitch, "pitch")
+        _check_detector_reach(det_shape[0], dv, v_offset, "det_shape, det_spacing and det_offset (rows)")
+        _check_detector_reach(det_shape[1], du, u_offset, "det_shape, det_spacing and det_offset (columns)")
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = pitch * (theta - theta.mean()) / (2 * math.pi)
+        _check_reach(float(np.max(np.abs(z))) if np.all(np.isfinite(z)) else math.inf, "pitch and angles",
+                     "the helix")
         vectors = _lift_to_3d(_fan_vectors_2d(theta, d_so, d_od, du, u_offset, detector), z, z + v_offset, dv)
         theta.flags.writeable = False
         self._init_vectors(vectors, det_shape, theta, (v_offset, u_offset))
@@ -798,7 +904,7 @@ class ConeBeam3D(_PointSource, _Geometry3D):
         if arr.shape[1:] != (3, 4):
             raise ValueError(f"P must have shape (n_views, 3, 4), got {arr.shape}")
         det_shape = _det_shape(det_shape)
-        dv, du = _detector_pair(det_spacing, "det_spacing", _positive_float)
+        dv, du = _detector_pair(det_spacing, "det_spacing", _positive_length)
         depth = arr[:, 2, 3]
         if np.any(depth == 0):
             k = int(np.flatnonzero(depth == 0)[0])
@@ -814,12 +920,13 @@ class ConeBeam3D(_PointSource, _Geometry3D):
         if np.any(singular):
             k = int(np.flatnonzero(singular)[0])
             raise ValueError(f"P: the left 3x3 block of P[{k}] is singular (condition number {condition[k]:.3g})")
-        m_inv = np.linalg.inv(m)
-        source = -np.einsum("nij,nj->ni", m_inv, p4)
-        a, b, e = m_inv[:, :, 0], m_inv[:, :, 1], m_inv[:, :, 2]
-        scale = du / _norm(a)
-        row_step = scale * _norm(b)
-        mismatch = np.abs(row_step - dv) > 1e-6 * dv
+        with np.errstate(all="ignore"):  # extreme P: overflows are caught below (mismatch, from_vectors)
+            m_inv = np.linalg.inv(m)
+            source = -np.einsum("nij,nj->ni", m_inv, p4)
+            a, b, e = m_inv[:, :, 0], m_inv[:, :, 1], m_inv[:, :, 2]
+            scale = du / _hypot3(a)
+            row_step = du * (_hypot3(b) / _hypot3(a))
+        mismatch = ~(np.abs(row_step - dv) <= 1e-6 * dv)  # (NaN included)
         if np.any(mismatch):
             k = int(np.flatnonzero(mismatch)[0])
             raise ValueError(
@@ -828,9 +935,13 @@ class ConeBeam3D(_PointSource, _Geometry3D):
             )
         n_rows, n_cols = det_shape
         c0, r0 = (n_cols - 1) / 2, (n_rows - 1) / 2
-        centre = source + scale[:, None] * (c0 * a + r0 * b + e)
-        vectors = np.concatenate([source, centre, scale[:, None] * a, scale[:, None] * b], axis=1)
-        return cls.from_vectors(vectors, det_shape)
+        with np.errstate(all="ignore"):
+            centre = source + scale[:, None] * (c0 * a + r0 * b + e)
+            vectors = np.concatenate([source, centre, scale[:, None] * a, scale[:, None] * b], axis=1)
+        try:
+            return cls.from_vectors(vectors, det_shape)
+        except ValueError as err:
+            raise ValueError(f"P: the geometry that P describes (with det_spacing {dv:g}, {du:g} mm) is not usable: {err}") from None
 
     def to_projection_matrices(self) -> np.ndarray:
         """(n_views, 3, 4) float64 projection matrices (flat detectors only), in the convention of

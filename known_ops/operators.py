@@ -1,11 +1,14 @@
 """RayTransform: the forward projector A and its exact adjoint A.T as torch modules."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from . import _ops
 from ._dtypes import floating_input
+from ._memory import check_fits, nbytes
 from .geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3D, Volume, geometry_from_dict
 from .linear import LinearOperator, check_trailing_shape
 
@@ -14,7 +17,7 @@ __all__ = ["RayTransform"]
 _MODELS = ("joseph", "voxel")
 
 
-def _check_source_outside(volume: Volume, geometry: FanBeam2D) -> None:
+def _check_source_outside(volume: Volume, geometry: FanBeam2D) -> float:
     """Fan rays are lines through the source; the image (grown by one pixel) must lie in front of it.
 
     Precisely: in every view the grown image must lie strictly on one side of the
@@ -25,12 +28,14 @@ def _check_source_outside(volume: Volume, geometry: FanBeam2D) -> None:
     """
     vectors = geometry.to_vectors()
     source, step = vectors[:, 0:2], vectors[:, 4:6]
+    step = step / np.hypot(step[:, 0], step[:, 1])[:, None]  # unit: no product of two large lengths below
     (ylo, yhi), (xlo, xhi) = volume.bounds
     sy, sx = volume.spacing
     corners = np.array([[x, y] for x in (xlo - sx, xhi + sx) for y in (ylo - sy, yhi + sy)])  # (4, 2)
     rel = corners[None, :, :] - source[:, None, :]  # (views, 4, 2)
     # Signed distance of each corner from the line through the source along u.
-    side = (rel[..., 0] * step[:, None, 1] - rel[..., 1] * step[:, None, 0]) / np.hypot(step[:, 0], step[:, 1])[:, None]
+    side = rel[..., 0] * step[:, None, 1] - rel[..., 1] * step[:, None, 0]
+    _check_finite_positions(side)
     bad = ~(np.all(side > 0, axis=1) | np.all(side < 0, axis=1))
     if np.any(bad):
         k = int(np.argmax(bad))
@@ -38,6 +43,17 @@ def _check_source_outside(volume: Volume, geometry: FanBeam2D) -> None:
             f"geometry: the source of view {k} at ({source[k, 0]:.4g}, {source[k, 1]:.4g}) mm lies inside the volume "
             f"or level with it (x in [{xlo:.4g}, {xhi:.4g}], y in [{ylo:.4g}, {yhi:.4g}] mm, plus one pixel), but "
             "every pixel must lie in front of the source; increase source_distance or shrink the volume"
+        )
+    return float(np.min(np.abs(side)))  # the clearance (mm)
+
+
+def _check_finite_positions(values: np.ndarray) -> None:
+    """The volume's corners relative to the sources must be finite; the geometry and volume classes bound
+    every length, so this only guards against a volume or geometry made some other way."""
+    if not np.all(np.isfinite(values)):
+        raise ValueError(
+            "geometry: the positions of the volume relative to the sources overflow float64: the geometry's "
+            "vectors or the volume's extent are too large"
         )
 
 
@@ -48,7 +64,7 @@ def _grown_corners(volume: Volume) -> np.ndarray:
     return np.stack([g.ravel() for g in grids], axis=1)
 
 
-def _check_cone_in_front(volume: Volume, geometry: ConeBeam3D) -> None:
+def _check_cone_in_front(volume: Volume, geometry: ConeBeam3D) -> float:
     """Cone rays are lines through the source; the volume (grown by one voxel) must lie in front of it.
 
     In every view the grown volume must lie strictly on the detector's side of the
@@ -63,9 +79,11 @@ def _check_cone_in_front(volume: Volume, geometry: ConeBeam3D) -> None:
     else:  # the centre direction: d - s without its component along the cylinder axis v
         h = centre - source
         normal = h - np.sum(h * v, axis=1, keepdims=True) / np.sum(v * v, axis=1, keepdims=True) * v
+    normal = normal / np.linalg.norm(normal, axis=1, keepdims=True)  # unit: depths are lengths, no overflow
     normal = normal * np.sign(np.sum(normal * (centre - source), axis=1, keepdims=True))
     corners = _grown_corners(volume)  # (8, 3)
     depth = np.einsum("vcx,vx->vc", corners[None, :, :] - source[:, None, :], normal)
+    _check_finite_positions(depth)
     bad = ~np.all(depth > 0, axis=1)
     if np.any(bad):
         k = int(np.argmax(bad))
@@ -75,6 +93,37 @@ def _check_cone_in_front(volume: Volume, geometry: ConeBeam3D) -> None:
             f"{volume.bounds} mm in (z, y, x) order, plus one voxel), but every voxel must lie in front of the source; "
             "increase source_distance or shrink the volume"
         )
+    return float(np.min(depth))  # the clearance (mm)
+
+
+# The kernels' arithmetic in the data's precision forms products of up to four lengths or inverse
+# lengths (the voxel-driven pair's weights: a voxel's volume times |grad col x grad row|, or the FDK
+# constant D_so D_sd |u|^2 over a squared depth). Lengths (mm) within [1 / SPAN, SPAN] keep them
+# finite: SPAN^4 is well below the largest float64 (1.8e308) and float32 (3.4e38) value.
+_SPAN = {torch.float64: 1e75, torch.float32: 1e9}
+
+
+def _length_span(volume: Volume, geometry, clearance: float | None) -> tuple[float, float, str]:
+    """(largest, smallest) of the lengths (mm) whose powers the kernels form, and what they are: the
+    voxel spacing and the volume's reach, the detector steps, the ray direction (parallel) or the
+    source's distance and the source-to-detector vector (fan, cone), and the clearance between the
+    source and the grown volume (which sets the largest magnification)."""
+    v = geometry.to_vectors()
+    nd = geometry.ndim
+    a, d = v[:, 0:nd], v[:, nd : 2 * nd]
+    steps = [np.linalg.norm(v[:, k * nd : (k + 1) * nd], axis=1) for k in range(2, v.shape[1] // nd)]
+    small = [np.asarray(volume.spacing)] + steps
+    big = small + [np.array([max(abs(b) for pair in volume.bounds for b in pair)]), np.linalg.norm(a, axis=1)]
+    if isinstance(geometry, (FanBeam2D, ConeBeam3D)):
+        big.append(np.linalg.norm(d - a, axis=1))
+        small.append(np.linalg.norm(d - a, axis=1))
+        if clearance is not None:
+            small.append(np.array([clearance]))
+    else:
+        small.append(np.linalg.norm(a, axis=1))
+    return float(max(np.max(x) for x in big)), float(min(np.min(x) for x in small)), (
+        "voxel spacing, volume extent, detector spacing, source and detector distances, source clearance"
+    )
 
 
 def _fdk_constants(geometry) -> torch.Tensor:
@@ -223,13 +272,18 @@ class RayTransform(LinearOperator):
             raise ValueError(f"weighting must be 'line' or 'fdk', got {weighting!r}")
         if weighting != "line" and model != "voxel":
             raise ValueError("weighting='fdk' needs model='voxel' (the FBP/FDK back-projector)")
+        clearance = None
         if isinstance(geometry, FanBeam2D):
-            _check_source_outside(volume, geometry)
+            clearance = _check_source_outside(volume, geometry)
         if isinstance(geometry, ConeBeam3D):
-            _check_cone_in_front(volume, geometry)
+            clearance = _check_cone_in_front(volume, geometry)
         # Read-only (see the properties below): the tables are built for these.
         self.__dict__.update(_volume=volume, _geometry=geometry, _model=model, _weighting=weighting)
         self.extra_repr()  # cache the description now, outside any compiled region
+        # Per precision, why the operator cannot compute in it (None: it can); see _SPAN and the table checks.
+        self.__dict__["_dtype_problems"] = self._dtype_problems_of(*_length_span(volume, geometry, clearance))
+        if self._dtype_problems[torch.float64] is not None:
+            raise ValueError(f"volume and geometry: {self._dtype_problems[torch.float64]}")
         fdk = _fdk_constants(geometry) if weighting == "fdk" else None
         self.register_buffer("_fdk", fdk, persistent=False)
         if volume.ndim == 3:
@@ -268,32 +322,90 @@ class RayTransform(LinearOperator):
         return cls(Volume.from_dict(description["volume"]), geometry_from_dict(description["geometry"]),
                    model=description.get("model", "joseph"), weighting=description.get("weighting", "line"))
 
+    def _dtype_problems_of(self, largest: float, smallest: float, what: str) -> dict:
+        """Why each precision cannot be used (None: it can), from the range of the lengths involved."""
+        problems = {}
+        for dtype, span in _SPAN.items():
+            name = str(dtype).replace("torch.", "")
+            if self.model == "voxel" and not (largest <= span and smallest >= 1 / span):
+                problems[dtype] = (
+                    f"the lengths of the volume and geometry ({what}) range over [{smallest:g}, {largest:g}] mm, "
+                    f"beyond [{1 / span:g}, {span:g}] mm, where the voxel-driven pair's weights (products of up "
+                    f"to four lengths) stay finite in {name}"
+                )
+            elif self.volume.ndim == 3 and not max(self.volume.spacing) <= span ** 4:
+                problems[dtype] = (
+                    f"the voxel spacing {self.volume.spacing} mm makes the ray weights (mm per slice) overflow {name}"
+                )
+            else:
+                problems[dtype] = None
+        return problems
+
+    def _check_dtype(self, data: torch.Tensor, name: str) -> None:
+        problem = self._dtype_problems.get(data.dtype)
+        if problem is not None:
+            raise ValueError(f"{name} is {str(data.dtype).replace('torch.', '')}, but {problem}; use float64 data")
+
+    def _overflow_message(self, what: str, detail: str) -> str:
+        """The tables overflow: the geometry's lengths are extreme beside the volume's spacing (each is
+        within the bounds the geometry and volume classes check, but not the two together)."""
+        longest = float(np.abs(self.geometry.to_vectors()).max())
+        return (
+            f"the projector's {what} overflow: the geometry's lengths (up to {longest:g} mm) are too large beside "
+            f"the volume's spacing {self.volume.spacing} mm, or the spacing too small; use coarser voxels, or a "
+            f"geometry closer to the volume: {detail}"
+        )
+
     def _register_frames(self) -> None:
         """3D: one frame (float64, whatever the data's dtype) per view; rays are set up from it."""
-        frames = _ops.frames_3d(
-            torch.from_numpy(self.geometry.to_vectors()),
-            self.geometry._kind,
-            self.geometry.det_shape,
-            self.volume.shape,
-            list(self.volume.spacing) + list(self.volume.offset),
-        )
+        try:
+            frames = _ops.frames_3d(
+                torch.from_numpy(self.geometry.to_vectors()),
+                self.geometry._kind,
+                self.geometry.det_shape,
+                self.volume.shape,
+                list(self.volume.spacing) + list(self.volume.offset),
+            )
+        except RuntimeError as err:  # the frames op checks what it builds (csrc/joseph3d.h, frame3d_setup_problem)
+            message = self._overflow_message("per-view frames", str(err).splitlines()[0])
+            raise ValueError(f"volume and geometry: {message}") from None
+        if not bool(torch.isfinite(frames.float()).all()):  # the kernels compute parts of them in the data's dtype
+            # float64 data can still be projected; float32 data are refused (_check_dtype)
+            self._dtype_problems[torch.float32] = self._overflow_message("frames in float32",
+                                                                         "values beyond float32's 3.4e38")
         self.register_buffer("_frames", frames, persistent=False)
 
     def _register_tables_2d(self) -> None:
         """2D: ray and view tables in float64 and, computed once here rather than at every call, in float32."""
         sy, sx = self.volume.spacing
         oy, ox = self.volume.offset
-        rays, views = _ops.tables_2d(
-            torch.from_numpy(self.geometry.to_vectors()),
-            self.geometry._kind,
-            self.geometry.det_count,
-            self.volume.shape,
-            [sy, sx, oy, ox],
+        n_views, n_det = self.geometry.n_views, self.geometry.det_count
+        check_fits(
+            nbytes(n_views, n_det + 2, 4, dtype=8 + 4),
+            f"RayTransform: the ray tables of {n_views} views x {n_det} detector bins (n_views x det_count x 4 "
+            "numbers, in float64 and float32)",
+            "use a smaller det_count or fewer views (angles)",
         )
+        try:
+            rays, views = _ops.tables_2d(
+                torch.from_numpy(self.geometry.to_vectors()),
+                self.geometry._kind,
+                n_det,
+                self.volume.shape,
+                [sy, sx, oy, ox],
+            )
+        except RuntimeError as err:  # the tables op checks that what it built is finite
+            message = self._overflow_message("ray tables", str(err).splitlines()[0])
+            raise ValueError(f"volume and geometry: {message}") from None
+        rays_f32, views_f32 = rays.float(), views.float()
+        if not (bool(torch.isfinite(rays_f32).all()) and bool(torch.isfinite(views_f32).all())):
+            # float64 data can still be projected; float32 data are refused (_check_dtype)
+            self._dtype_problems[torch.float32] = self._overflow_message(
+                "float32 ray tables", "ray positions or weights beyond float32's 3.4e38")
         self.register_buffer("_rays", rays, persistent=False)
         self.register_buffer("_views", views, persistent=False)
-        self.register_buffer("_rays_f32", rays.float(), persistent=False)
-        self.register_buffer("_views_f32", views.float(), persistent=False)
+        self.register_buffer("_rays_f32", rays_f32, persistent=False)
+        self.register_buffer("_views_f32", views_f32, persistent=False)
 
     def _apply(self, fn, recurse=True):
         # Module casts (A.float(), model.half(), model.to(dtype)) must not round
@@ -358,11 +470,43 @@ class RayTransform(LinearOperator):
         check_trailing_shape(t, name, expected, what)
         return t
 
+    def _check_call_size(self, data: torch.Tensor, in_shape, out_shape, forward: bool) -> None:
+        """Refuse a call whose output (and the kernels' work space) cannot fit the device's memory."""
+        if torch.compiler.is_compiling():
+            return  # shapes may be symbolic; eager calls are checked
+        batch = math.prod(data.shape[: data.dim() - len(in_shape)])
+        size = data.element_size()
+        out_bytes = nbytes(batch, *out_shape, dtype=size)
+        in_bytes = nbytes(batch, *in_shape, dtype=size)
+        # Work space of the CPU kernels (and CUDA's, roughly): the 2D forward pads two copies of the
+        # images, the 2D adjoint scatters into up to 8 private images per group, the 3D forward
+        # keeps one transposed copy of the volumes; a copy of a non-contiguous input comes on top.
+        if self.model == "voxel":
+            work = 0
+        elif self.volume.ndim == 2:
+            work = 2 * in_bytes if forward else 2 * out_bytes + nbytes(8, *self.domain_shape, dtype=size)
+        else:
+            work = in_bytes if forward else 0
+        if not data.is_contiguous():
+            work += in_bytes
+        what = "projections" if forward else "back-projections"
+        check_fits(
+            out_bytes + work,
+            f"RayTransform.{'forward' if forward else 'adjoint'}: the {what} of a batch of {batch} "
+            f"({tuple(data.shape)} {str(data.dtype).replace('torch.', '')} -> output {(batch, *out_shape)}, plus work space)",
+            "project a smaller batch at a time",
+            data.device,
+        )
+
     def forward(self, x: torch.Tensor, views=None) -> torch.Tensor:
         """Projections ``A x`` of ``x`` (..., *volume.shape); only of ``views`` when given."""
         x = self._checked(x, "x", self.domain_shape, "the volume's shape")
         self._check_device(x, "x")
-        *tables, fdk = self._tables(x, self._view_indices(views))
+        self._check_dtype(x, "x")
+        idx = self._view_indices(views)
+        n_views = self.geometry.n_views if idx is None else len(idx)
+        self._check_call_size(x, self.domain_shape, (n_views,) + tuple(self.range_shape[1:]), forward=True)
+        *tables, fdk = self._tables(x, idx)
         lead = x.shape[: x.dim() - self.volume.ndim]
         flat = x.reshape((-1,) + tuple(self.domain_shape))
         if self.model == "voxel":
@@ -383,6 +527,8 @@ class RayTransform(LinearOperator):
         expected = (self._n_views() if idx is None else len(idx),) + detector
         y = self._checked(y, "y", expected, "(n_views, " + ("n_rows, n_cols)" if self.volume.ndim == 3 else "det_count)"))
         self._check_device(y, "y")
+        self._check_dtype(y, "y")
+        self._check_call_size(y, expected, tuple(self.domain_shape), forward=False)
         *tables, fdk = self._tables(y, idx)
         lead = y.shape[: y.dim() - len(expected)]
         flat = y.reshape((-1,) + expected)

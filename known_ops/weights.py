@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ._dtypes import floating_input
+from ._memory import check_fits, nbytes
 from .filters import _KeepsFloat64
 from .geometry import ConeBeam3D, FanBeam2D, ParallelBeam2D, ParallelBeam3D
 
@@ -113,6 +114,21 @@ def _same_relative_geometry(vectors: np.ndarray, ndim: int, central: np.ndarray)
     return bool(np.all(np.abs(gram - gram[:1]) <= 1e-12 * np.outer(lengths, lengths)))
 
 
+# Float64 arrays per ray that the weights' numpy code holds at once, at most (directions, angles and
+# the temporaries of the Parker function; measured peak: about 8 for parker_weights, 7 for cosine_weights).
+_ARRAYS_PER_RAY = 10
+
+
+def _check_weight_size(geometry, pixels_per_view: int, name: str) -> None:
+    """Refuse weights whose float64 arrays (pixels_per_view per view) cannot fit the machine's memory."""
+    detector = f"det_count {geometry.det_count}" if geometry.ndim == 2 else f"det_shape {geometry.det_shape}"
+    check_fits(
+        nbytes(geometry.n_views, pixels_per_view, _ARRAYS_PER_RAY, dtype=8),
+        f"{name}: the weights of {geometry.n_views} views x {pixels_per_view} detector pixels ({detector})",
+        "use a smaller detector or fewer views",
+    )
+
+
 def _chunk(geometry) -> int:
     if geometry.ndim == 2:
         return geometry.n_views
@@ -145,6 +161,17 @@ def cosine_weights(geometry) -> torch.Tensor:
     vectors = geometry.to_vectors()
     ndim = geometry.ndim
     central = _central_directions(vectors, ndim)
+    pixels = geometry.det_count if ndim == 2 else geometry.det_shape[0] * geometry.det_shape[1]
+    same = _same_relative_geometry(vectors, ndim, central)
+    if same:  # one view is computed
+        check_fits(nbytes(pixels, _ARRAYS_PER_RAY, dtype=8),
+                   f"cosine_weights: the weights of {pixels} detector pixels", "use a smaller detector")
+    elif ndim == 2:
+        _check_weight_size(geometry, pixels, "cosine_weights")
+    else:  # chunks of views are computed; the result may hold every view
+        check_fits(nbytes(geometry.n_views, pixels, dtype=8) + nbytes(_PIXELS_PER_CHUNK + pixels, _ARRAYS_PER_RAY, dtype=8),
+                   f"cosine_weights: the weights of {geometry.n_views} views x {pixels} detector pixels "
+                   f"(det_shape {geometry.det_shape})", "use a smaller detector or fewer views")
 
     def compute(views: slice) -> np.ndarray:
         vec = vectors[views]
@@ -156,7 +183,7 @@ def cosine_weights(geometry) -> torch.Tensor:
             c = central[views][:, None, None, :]
         return np.sum(rays * c, axis=-1) / np.linalg.norm(rays, axis=-1)
 
-    if _same_relative_geometry(vectors, ndim, central):  # circular and helical scans: one view suffices
+    if same:  # circular and helical scans: one view suffices
         return torch.from_numpy(np.ascontiguousarray(compute(slice(0, 1))))
     return torch.from_numpy(np.ascontiguousarray(_per_view_compressed(compute, geometry.n_views, _chunk(geometry))))
 
@@ -332,6 +359,7 @@ def parker_weights(geometry, q: float = 1.0, reduced_scan: bool = False) -> torc
     if abs(scan_range - 2 * math.pi) <= tol:
         return torch.full(ones, 0.5, dtype=torch.float64)
     if isinstance(geometry, (FanBeam2D, ConeBeam3D)):
+        _check_weight_size(geometry, geometry.det_count if geometry.ndim == 2 else geometry.det_shape[1], "parker_weights")
         gamma = _fan_angles(geometry)
     else:
         gamma = np.zeros((1,) * geometry.ndim)  # parallel rays: the weight depends on the view only
@@ -413,6 +441,8 @@ class ProjectionWeight(_KeepsFloat64):
             if not bool(torch.isfinite(init).all()):
                 raise ValueError("init must contain only finite values")
         shape = tuple(init.shape) if shape is None else _shape(shape)
+        check_fits(nbytes(*shape, dtype=8), f"ProjectionWeight: a float64 weight of shape {shape}",
+                   "use a smaller shape (dimensions of size 1 broadcast)")
         if init is None:
             weight = torch.ones(shape, dtype=torch.float64)
         else:

@@ -458,3 +458,132 @@ def test_curved_detector_must_stay_within_90_degrees(make):
     """Columns beyond 90 degrees from the centre would look away from the object (rays are full lines)."""
     with pytest.raises(ValueError, match=r"det_spacing: the curved detector spans \+-100\.3 degrees .* within \+-90 degrees"):
         make()
+
+
+# --- the supported range of lengths, table checks and size checks (docs/conventions.md, "Bad input and limits") ---
+
+
+@pytest.mark.parametrize(
+    "make, parameter",
+    [
+        (lambda v: ko.Volume((3, 3), spacing=v), "spacing"),
+        (lambda v: ko.Volume((3, 3, 3), offset=(0.0, v, 0.0)), r"offset\[1\]"),
+        (lambda v: ko.ParallelBeam2D([0.0], 13, det_spacing=v), "det_spacing"),
+        (lambda v: ko.ParallelBeam2D([0.0], 13, det_offset=v), "det_offset"),
+        (lambda v: ko.FanBeam2D([0.0], v, 100.0, 13), "source_distance"),
+        (lambda v: ko.FanBeam2D([0.0], 100.0, v, 13), "detector_distance"),
+        (lambda v: ko.ParallelBeam3D([0.0], (3, 13), det_spacing=(1.0, v)), r"det_spacing\[1\]"),
+        (lambda v: ko.ConeBeam3D([0.0], v, 100.0, (3, 13), detector="curved"), "source_distance"),
+        (lambda v: ko.ConeBeam3D([0.0, 1.0], 100.0, 100.0, (3, 13), pitch=v), "pitch"),
+        (lambda v: ko.RampFilter(13, det_spacing=v), "det_spacing"),
+    ],
+    ids=["volume-spacing", "volume-offset", "parallel-det-spacing", "parallel-det-offset", "fan-source",
+         "fan-detector", "parallel3d-det-spacing", "cone-source", "cone-pitch", "ramp-det-spacing"],
+)
+def test_lengths_beyond_the_supported_range(make, parameter):
+    """Lengths whose squares overflow float64 (and, for spacings, tiny ones) name the parameter and the bound."""
+    with pytest.raises(ValueError, match=parameter + r" must be at most 1e\+150 mm.*overflow float64"):
+        make(1e160)
+    make(1e3)  # well inside: accepted
+
+
+@pytest.mark.parametrize(
+    "make, parameter",
+    [
+        (lambda v: ko.Volume((3, 3), spacing=(1.0, v)), r"spacing\[1\]"),
+        (lambda v: ko.ParallelBeam2D([0.0], 13, det_spacing=v), "det_spacing"),
+        (lambda v: ko.ConeBeam3D([0.0], 100.0, 100.0, (3, 13), det_spacing=v), "det_spacing"),
+    ],
+    ids=["volume", "parallel", "cone"],
+)
+def test_spacings_below_the_supported_range(make, parameter):
+    with pytest.raises(ValueError, match=parameter + r" must be at least 1e-150 mm.*overflow float64"):
+        make(3e-308)
+
+
+def test_extreme_vectors_and_extents_name_the_problem():
+    with pytest.raises(ValueError, match=r"vectors: view 1 has an entry of 1e\+200 mm, beyond the 1e\+150 mm"):
+        ko.FanBeam2D.from_vectors([[0.0, -100.0, 0.0, 100.0, 1.0, 0.0], [0.0, -1e200, 0.0, 100.0, 1.0, 0.0]], 13)
+    with pytest.raises(ValueError, match=r"pixel step .* at least 1e-150 mm long \(view 0: 1e-200 mm\)"):
+        ko.ParallelBeam2D.from_vectors([[0.0, -1.0, 0.0, 0.0, 1e-200, 0.0]], 13)
+    with pytest.raises(ValueError, match="shape and spacing: the volume .* reaches 5e\\+151 mm"):
+        ko.Volume((10**6, 3), spacing=1e146)
+    with pytest.raises(ValueError, match="det_count, det_spacing and det_offset: the detector .* reaches"):
+        ko.ParallelBeam2D([0.0], 10**6, det_spacing=1e146)
+    with pytest.raises(ValueError, match="pitch and angles: the helix reaches"):
+        ko.ConeBeam3D([0.0, 1e300], 100.0, 100.0, (3, 13), pitch=1e10)
+    P = ko.ConeBeam3D([0.0], 100.0, 100.0, (3, 13)).to_projection_matrices()
+    P[:, :, :3] *= 1e-200  # the source 1e200 mm away
+    with pytest.raises(ValueError, match="P: the geometry that P describes .* is not usable: vectors: .* 1e\\+150 mm"):
+        ko.ConeBeam3D.from_projection_matrices(P, (3, 13), 1.0)
+
+
+def test_huge_detector_offset_is_not_reported_as_a_source_inside_the_volume():
+    """det_offset = 1e300 used to overflow into a false 'source lies inside the volume'."""
+    for make in (lambda: ko.FanBeam2D([0.0], 100.0, 100.0, 13, det_offset=1e300, detector="curved"),
+                 lambda: ko.ConeBeam3D([0.0], 100.0, 100.0, (3, 13), det_offset=1e300, detector="curved")):
+        with pytest.raises(ValueError, match="det_offset") as err:
+            make()
+        assert "inside the volume" not in str(err.value)
+
+
+def test_precisions_that_would_overflow_are_refused_with_the_reason():
+    """Each length is in range, but together they put ray positions beyond float32's range (1e150 pixels):
+    float64 data are projected, float32 data refused; the voxel pair's weights (products of up to four
+    lengths) bound the lengths it accepts in each precision."""
+    A = ko.RayTransform(ko.Volume((9, 11), spacing=1e-150), PARALLEL)
+    assert bool(torch.isfinite(A(torch.ones(9, 11, dtype=torch.float64))).all())
+    with pytest.raises(ValueError, match="x is float32, but the projector's float32 ray tables overflow.*use float64"):
+        A(torch.ones(9, 11))
+    with pytest.raises(ValueError, match="y is float32, but"):
+        A.T(torch.ones(PARALLEL.shape))
+    voxel = ko.RayTransform(ko.Volume((9, 11), spacing=1e30), PARALLEL, model="voxel")
+    assert bool(torch.isfinite(voxel(torch.ones(9, 11, dtype=torch.float64))).all())
+    with pytest.raises(ValueError, match=r"x is float32, but the lengths .* beyond \[1e-09, 1e\+09\] mm.*voxel"):
+        voxel(torch.ones(9, 11))
+    with pytest.raises(ValueError, match=r"volume and geometry: the lengths .* beyond \[1e-75, 1e\+75\] mm"):
+        ko.RayTransform(ko.Volume((9, 11), spacing=1e100), PARALLEL, model="voxel")
+
+
+def test_extreme_but_valid_geometries_give_finite_projections():
+    """Small voxels beside a far source, a wide detector, large offsets: every precision the operator
+    accepts gives finite projections of finite data (a refused one says why)."""
+    for volume, geometry in [
+        (ko.Volume((9, 11), spacing=1e-3, offset=(1e-3, 0.0)), ko.FanBeam2D([0.0, 2.0], 1e5, 1e5, 13, det_spacing=1e3)),
+        (ko.Volume((9, 11), spacing=1e30), ko.ParallelBeam2D([0.0, 1.0], 13, det_spacing=1e30, det_offset=3e30)),
+        (ko.Volume((9, 11), spacing=1e-150), ko.FanBeam2D([0.0, 2.0], 1.0, 1.0, 13, det_spacing=1e-150)),
+        (ko.Volume((5, 6, 7), spacing=1e-3), ko.ConeBeam3D([0.0, 2.0], 1e4, 1e4, (3, 13), det_spacing=1e2)),
+        (ko.Volume((5, 6, 7), spacing=1e-150), ko.ConeBeam3D([0.0, 2.0], 100.0, 100.0, (3, 13))),
+        (ko.Volume((5, 6, 7), spacing=1e140), ko.ParallelBeam3D([0.0, 2.0], (3, 13), det_spacing=1e140)),
+    ]:
+        for model in ("joseph", "voxel"):
+            try:
+                A = ko.RayTransform(volume, geometry, model=model)
+            except ValueError as err:
+                assert model == "voxel" and "voxel-driven pair's weights" in str(err), err
+                continue
+            for dtype in (torch.float64, torch.float32):
+                try:
+                    y = A(torch.ones(volume.shape, dtype=dtype))
+                except ValueError as err:
+                    assert dtype == torch.float32 and "x is float32, but" in str(err), err
+                    continue
+                x = A.T(torch.ones_like(y))
+                assert bool(torch.isfinite(y).all()) and bool(torch.isfinite(x).all()), (volume, geometry, model, dtype)
+
+
+def test_size_checks_refuse_only_what_cannot_fit():
+    from known_ops._memory import SizeError, device_memory_bytes
+
+    total = device_memory_bytes()
+    assert total is not None and total > 0
+    with pytest.raises(ValueError, match=r"ray tables of 2 views x 1000000000 detector bins .* would need about 96 GB") as err:
+        ko.RayTransform(VOLUME, ko.ParallelBeam2D([0.0, 1.0], 10**9))
+    assert isinstance(err.value, (SizeError, MemoryError))
+    with pytest.raises(MemoryError, match="RayTransform.forward: the projections of a batch of 1000000000"):
+        A(torch.zeros(1, 9, 11).expand(10**9, 9, 11))
+    with pytest.raises(SizeError, match="RampFilter: the frequency response"):
+        ko.RampFilter(10**10)
+    # Normal sizes pass: a 512^2 image with 720 views of 725 bins (25 MB of tables).
+    big = ko.RayTransform(ko.Volume((512, 512)), ko.ParallelBeam2D(ko.uniform_angles(720), 725))
+    assert big(torch.zeros(1, 512, 512)).shape == (1, 720, 725)
