@@ -252,16 +252,27 @@ def _ell_table(rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n_rows: int
 
 class _ApplyTable(torch.autograd.Function):
     """``op``'s matrix (``transpose=False``) or its transpose applied to the last dim of ``x``; the
-    backward of one is the other, so gradients of any order are exact and use gathers only."""
+    backward of one is the other, so gradients of any order are exact and use gathers only. Forward
+    mode applies the same matrix to the tangent; ``torch.func`` transforms (``jvp``, ``grad``,
+    ``jacrev``, ``vmap``) work through ``setup_context`` and the generated batching rule."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, op, transpose):
-        ctx.op, ctx.transpose = op, transpose
+    def forward(x, op, transpose):
         return op._gather(x, transpose)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, ctx.op, ctx.transpose = inputs
 
     @staticmethod
     def backward(ctx, grad):
         return _ApplyTable.apply(grad, ctx.op, not ctx.transpose), None, None
+
+    @staticmethod
+    def jvp(ctx, tangent, _op, _transpose):
+        return _ApplyTable.apply(tangent, ctx.op, ctx.transpose)
 
 
 class _Rebinning2D(_KeepsFloat64, LinearOperator):
@@ -320,7 +331,7 @@ class _Rebinning2D(_KeepsFloat64, LinearOperator):
         weight = weight.to(x.dtype)
         out = padded.index_select(-1, index[0]) * weight[0]
         for k in range(1, index.shape[0]):
-            out.addcmul_(padded.index_select(-1, index[k]), weight[k])
+            out = torch.addcmul(out, padded.index_select(-1, index[k]), weight[k])
         return out
 
     def _run(self, t, name, in_shape, out_shape, what, transpose):

@@ -438,3 +438,22 @@ def test_bad_data():
         op.T(np.ones((6, 8)))
     with pytest.raises(ValueError, match="x is on meta but the operator's tables are on cpu"):
         op(torch.empty(9, 7, device="meta"))
+
+
+def test_torch_func_transforms_give_the_matrix_and_its_transpose():
+    """jvp applies the operator to the tangent, grad/vjp its transpose, vmap maps it over a batch;
+    checked against the dense matrix."""
+    par = ko.ParallelBeam2D(ko.uniform_angles(8), 11)
+    fan = ko.FanBeam2D(ko.uniform_angles(10, 2 * math.pi), 40.0, 20.0, 15)
+    R = ko.ParallelToFanRebinning(par, fan)
+    M = R.to_sparse().to_dense()
+    gen = torch.Generator().manual_seed(0)
+    x, v = (torch.rand(par.shape, dtype=torch.float64, generator=gen) for _ in range(2))
+    w = torch.rand(fan.shape, dtype=torch.float64, generator=gen)
+    _, tangent = torch.func.jvp(R, (x,), (v,))
+    torch.testing.assert_close(tangent.flatten(), M @ v.flatten())
+    gradient = torch.func.grad(lambda t: (R(t) * w).sum())(x)
+    torch.testing.assert_close(gradient.flatten(), M.T @ w.flatten())
+    batch = torch.stack([x, v])
+    torch.testing.assert_close(torch.func.vmap(R)(batch), R(batch))
+    torch.testing.assert_close(torch.func.jacfwd(R.T)(w).reshape(M.shape[1], -1), M.T)
