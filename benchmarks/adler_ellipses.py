@@ -43,9 +43,10 @@ import known_ops as ko  # noqa: E402
 import phantoms  # noqa: E402
 import recon  # noqa: E402
 from _analytic_experiments import _FBP, _ao_setup, _tv_batch, tune_fbp_cutoff, tune_tv_lam  # noqa: E402
+from _experiments import train_or_load  # noqa: E402
 from _timing import machine_info  # noqa: E402
 from recon.learned import count_parameters  # noqa: E402
-from recon.training import fit, load_checkpoint, model_from_config, resolve_config  # noqa: E402
+from recon.training import resolve_config  # noqa: E402
 
 NAME = "adler_ellipses"
 CONFIGS = ROOT / "recon" / "training" / "configs"
@@ -210,21 +211,6 @@ def run_config(row: str, scale_name: str, scale: dict, seed: int, volume, geomet
         config["model"]["params"].update(quick_params)
         config["data"].update(supersample=1)
     return resolve_config(config)
-
-
-def train_or_load(config: dict, out: Path, evaluate_only: bool, progress: bool):
-    """The trained model of ``config``: trained into ``out`` (resumed if a checkpoint is there and the run is
-    not finished, reused if it is) or, with ``evaluate_only``, loaded from ``out/last.pt``."""
-    model = model_from_config(config)
-    last = out / "last.pt"
-    saved = load_checkpoint(last) if last.exists() else None
-    if evaluate_only or (saved is not None and saved["step"] >= config["steps"]):
-        if saved is None:
-            raise FileNotFoundError(f"--evaluate-only: no checkpoint {last}; train first (without --evaluate-only)")
-        model.load_state_dict(saved["model"])
-        return model.to(config["device"]), saved["step"], saved["elapsed"]
-    result = fit(model, config, output=out, resume=saved is not None, progress=progress)
-    return model, result["step"], load_checkpoint(last)["elapsed"]
 
 
 def curve(out: Path) -> list[list[float]]:

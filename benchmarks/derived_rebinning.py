@@ -43,7 +43,8 @@ import phantoms  # noqa: E402
 import recon  # noqa: E402
 from _timing import machine_info  # noqa: E402
 from recon.learned import count_parameters  # noqa: E402
-from recon.training import fit, load_checkpoint, model_from_config, resolve_config  # noqa: E402
+from _experiments import train_or_load  # noqa: E402
+from recon.training import model_from_config, resolve_config  # noqa: E402
 
 NAME = "derived_rebinning"
 CONFIG = ROOT / "recon" / "training" / "configs" / "derived_rebinning_parallel_to_fan.json"
@@ -116,7 +117,7 @@ def edge_width(image: torch.Tensor, volume, radius: float) -> float:
     return crossing(0.1) - crossing(0.9)
 
 
-def train_or_load(n_parallel: int, scale_name: str, scale: dict, volume, parallel, fan, runs: Path, device: str,
+def trained_network(n_parallel: int, scale_name: str, scale: dict, volume, parallel, fan, runs: Path, device: str,
                   evaluate_only: bool, progress: bool):
     config = json.loads(CONFIG.read_text())
     config.update(name=f"{NAME}_{scale_name}_views{n_parallel}", steps=scale["steps"], batch_size=scale["batch"],
@@ -128,17 +129,8 @@ def train_or_load(n_parallel: int, scale_name: str, scale: dict, volume, paralle
     if scale_name == "quick":
         config["data"]["supersample"] = 1
     config = resolve_config(config)
-    model = model_from_config(config)
-    out = runs / f"views{n_parallel}"
-    last = out / "last.pt"
-    saved = load_checkpoint(last) if last.exists() else None
-    if evaluate_only or (saved is not None and saved["step"] >= config["steps"]):
-        if saved is None:
-            raise FileNotFoundError(f"--evaluate-only: no checkpoint {last}; train first")
-        model.load_state_dict(saved["model"])
-        return model.to(device), saved["elapsed"], config
-    fit(model, config, output=out, resume=saved is not None, progress=progress)
-    return model, load_checkpoint(last)["elapsed"], config
+    model, _, elapsed = train_or_load(config, runs / f"views{n_parallel}", evaluate_only, progress)
+    return model, elapsed, config
 
 
 def main(argv=None) -> int:
@@ -170,7 +162,7 @@ def main(argv=None) -> int:
         fan_fbp = recon.FBP(volume, fan)
         interpolation = ko.ParallelToFanRebinning(parallel, fan)
         print(f"== {n_parallel} parallel views", flush=True)
-        trained, minutes, config = train_or_load(n_parallel, scale_name, scale, volume, parallel, fan, runs,
+        trained, seconds, config = trained_network(n_parallel, scale_name, scale, volume, parallel, fan, runs,
                                                  args.device, args.evaluate_only, not args.no_progress)
         torch.manual_seed(0)
         analytic = model_from_config({**config, "device": "cpu"})
@@ -188,7 +180,7 @@ def main(argv=None) -> int:
                 "relative_l2_ellipses_std": statistics.stdev(s["relative_l2"][1:]) if scale["n_test"] > 1 else None,
                 "edge_width_mm": edge_width(disc_image, volume, DISC_RADIUS * phantoms.phantom_scale(volume)),
                 "parameters": count_parameters(op) if isinstance(op, torch.nn.Module) else 0,
-                "train_minutes": minutes if method.endswith("trained") else None,
+                "train_minutes": seconds / 60 if method.endswith("trained") else None,
                 "steps": config["steps"] if method.endswith("trained") else None,
                 "covered_fraction": float(interpolation.covered.double().mean()),
             })
