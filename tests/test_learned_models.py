@@ -90,7 +90,12 @@ def test_shapes_with_batch_and_channel_dims(model):
 
 
 def test_gradients_reach_every_learnable_parameter_and_no_known_operator(model):
+    """After one optimiser step: a last layer that starts at zero (LearnedGradient, so that it starts as FBP)
+    blocks the gradient of the layers before it until it has moved."""
     _, y = _data(model)
+    model(y).square().sum().backward()
+    torch.optim.Adam(model.parameters(), lr=1e-3).step()
+    model.zero_grad()
     model(y).square().sum().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -297,3 +302,11 @@ def test_a_geometry_that_misses_the_volume_is_a_clear_error():
     for cls in (LearnedPrimalDual, LearnedGradient, VariationalNetwork):
         with pytest.raises(ValueError, match="operator is zero"):
             cls(VOLUME, aside)
+
+
+def test_learned_gradient_starts_as_fbp():
+    model = LearnedGradient(VOLUME, PARALLEL, n_iter=3, n_memory=2, hidden=8)
+    _, y = _data(model)
+    torch.testing.assert_close(model(y), recon.FBP(VOLUME, PARALLEL)(y))
+    reference = LearnedGradient(VOLUME, PARALLEL, n_iter=3, n_memory=2, hidden=8, zero_init=False)
+    assert not torch.allclose(reference(y), recon.FBP(VOLUME, PARALLEL)(y))

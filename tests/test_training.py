@@ -427,3 +427,28 @@ def test_projection_targets_are_the_exact_projections_of_the_same_phantoms():
         torch.testing.assert_close(x[k], expected)
     names, xv, yv = validation_set(config, volume, geometry)
     assert xv.shape[1:] == fan.shape and yv.shape[1:] == geometry.shape
+
+
+def test_rmsprop_can_start_its_mean_square_at_one_as_tensorflow():
+    """Adler and Oektem's RMSProp (TensorFlow 1) starts the mean square at 1: the first step is lr * gradient,
+    where torch's (at 0) moves every parameter by about lr / sqrt(1 - alpha)."""
+    p = torch.nn.Parameter(torch.zeros(3))
+    optim = resolve_config(tiny_config(optim={"name": "rmsprop", "alpha": 0.9, "eps": 1e-10,
+                                              "square_avg_init": 1.0}))["optim"]
+    optimizer, _ = make_optimizer([p], optim, steps=10)
+    p.grad = torch.tensor([1e-3, -2e-3, 0.0])
+    optimizer.step()
+    expected = -optim["lr"] * p.grad / torch.sqrt(0.9 + 0.1 * p.grad**2)
+    torch.testing.assert_close(p.detach(), expected)
+    state = optimizer.state_dict()
+    fresh, _ = make_optimizer([torch.nn.Parameter(torch.zeros(3))], optim, steps=10)
+    fresh.load_state_dict(state)  # the state round-trips like torch's own
+
+
+def test_sum_of_squared_errors_loss():
+    config = resolve_config(tiny_config(loss="sse"))
+    assert config["loss"] == "sse"
+    from recon.training.fit import _LOSSES
+
+    x, r = torch.zeros(2, 4, 4), torch.ones(2, 4, 4)
+    assert float(_LOSSES["sse"](r, x)) == 16.0

@@ -23,6 +23,7 @@ from recon import steps
 
 from ._common import (
     ConvBlock,
+    flag,
     flatten_batch,
     initial_reconstruction,
     normalising_norm,
@@ -82,16 +83,21 @@ class LearnedGradient(_Unrolled):
     Adler used ODL's partial derivatives with zero padding, here the Neumann forward differences of
     TV) and ``Lambda`` three 3x3 convolutions ``(n_memory + 3) -> 32 -> 32 -> (n_memory + 1)`` with
     ReLU, **shared over the iterations** (about 1.3e4 parameters). Initialisation as the reference
-    code: Xavier-normal weights, biases 0.01 for the hidden layers and 0 for the last.
+    code (Xavier-normal weights, biases 0.01 for the hidden layers and 0 for the last), except that the
+    last layer's weights start at 0 (``zero_init=True``, the default), so that the scheme starts as the
+    FBP (every update and the memory are 0); with ``zero_init=False`` they are Xavier-normal as in the
+    reference code, and the untrained scheme's output is far from the FBP (measured on Adler's set-up:
+    -12 dB validation PSNR at step 0, against 24 dB for the FBP).
     """
 
     def __init__(self, volume, geometry, n_iter: int = 10, n_memory: int = 5, hidden: int = 32,
-                 initial: str = "fbp", fbp_filter: str = "ram-lak", fbp_cutoff: float = 1.0, operator=None):
+                 initial: str = "fbp", fbp_filter: str = "ram-lak", fbp_cutoff: float = 1.0, zero_init: bool = True,
+                 operator=None):
         super().__init__(volume, geometry, operator, initial, fbp_filter, fbp_cutoff, n_iter)
         self.n_memory = positive_int(n_memory, "n_memory")
         self.gradient = ko.FiniteDifferenceGradient(volume)
         self.update = ConvBlock(self.n_memory + 3, self.n_memory + 1, positive_int(hidden, "hidden"),
-                                activation="relu", ndim=self._ndim)
+                                activation="relu", ndim=self._ndim, zero_last=flag(zero_init, "zero_init"))
         for layer in (self.update[0], self.update[2]):
             nn.init.constant_(layer.bias, 0.01)
 

@@ -36,12 +36,12 @@ _VALIDATION = {"shepp_logan": True, "random_ellipses": 4, "images": None, "seed"
 _OPTIM = {
     "adam": {"lr": 1e-3, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.0, "schedule": "cosine",
              "clip_grad_norm": 1.0},
-    "rmsprop": {"lr": 1e-3, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0,
+    "rmsprop": {"lr": 1e-3, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0, "weight_decay": 0.0, "square_avg_init": 0.0,
                 "schedule": "inverse_time", "clip_grad_norm": None},
 }
 _SCHEDULE = {"decay_steps": 500, "decay_rate": 1.0}  # inverse_time: lr / (1 + decay_rate * floor(step / decay_steps))
 SCHEDULES = ("cosine", "inverse_time", "constant")
-LOSSES = ("mse", "l1")
+LOSSES = ("mse", "l1", "sse")
 AMP = (None, "bf16", "fp16")
 GEOMETRY_TYPES = ("ParallelBeam2D", "FanBeam2D", "ParallelBeam3D", "ConeBeam3D")
 
@@ -195,6 +195,7 @@ def _resolve_optim(user) -> dict:
     else:
         optim["alpha"] = _real(optim["alpha"], "optim.alpha")
         optim["momentum"] = _real(optim["momentum"], "optim.momentum")
+        optim["square_avg_init"] = _real(optim["square_avg_init"], "optim.square_avg_init")
     optim["schedule"] = _choice(optim["schedule"], "optim.schedule", SCHEDULES)
     optim["clip_grad_norm"] = _real(optim["clip_grad_norm"], "optim.clip_grad_norm", positive=True, allow_none=True)
     optim["decay_steps"] = _integer(optim["decay_steps"], "optim.decay_steps")

@@ -65,6 +65,14 @@ def make_optimizer(params, optim: dict, steps: int):
     else:
         optimizer = torch.optim.RMSprop(params, lr=optim["lr"], alpha=optim["alpha"], eps=optim["eps"],
                                         momentum=optim["momentum"], weight_decay=optim["weight_decay"])
+        if optim["square_avg_init"]:
+            # TensorFlow 1's RMSProp (Adler and Oektem 2017) starts its mean square at 1, torch's at 0: with 0 the
+            # first steps move every parameter by about lr / sqrt(1 - alpha), with 1 by about lr * gradient.
+            for p in params:
+                optimizer.state[p].update(step=torch.zeros((), dtype=torch.get_default_dtype()),
+                                          square_avg=torch.full_like(p, optim["square_avg_init"], memory_format=torch.preserve_format))
+                if optim["momentum"]:
+                    optimizer.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
     if optim["schedule"] == "cosine":
         def factor(s):
             return 0.5 * (1.0 + math.cos(math.pi * min(s, steps) / steps))
@@ -75,6 +83,14 @@ def make_optimizer(params, optim: dict, steps: int):
         def factor(s):
             return 1.0
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _sum_squared_error(recon: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The squared error summed over each image, averaged over the batch (Adler and Oektem 2017)."""
+    return (recon - x).square().flatten(1).sum(1).mean()
+
+
+_LOSSES = {"mse": F.mse_loss, "l1": F.l1_loss, "sse": _sum_squared_error}
 
 
 def _autocast(amp, device: torch.device):
@@ -265,7 +281,7 @@ def _train(model, config, volume, geometry, out, resume, images, validation_imag
     if main and has_validation:
         names, xv, yv = validation_set(config, volume, geometry, validation_images)
         val = (names, xv.to(device), yv.to(device))
-    loss_fn = F.mse_loss if config["loss"] == "mse" else F.l1_loss
+    loss_fn = _LOSSES[config["loss"]]
     log = _Log(out / LOG if main and out is not None else None, start if saved is not None else None)
     bar = _progress_bar(progress and main, total=steps, initial=min(start, steps), unit="step", desc=config["name"],
                         dynamic_ncols=True)
