@@ -36,7 +36,7 @@ def _astra_project(volume: ko.Volume, projection_geometry, projector: str, image
     """ASTRA's forward projection of `image` and back-projection of `sino`, in our array orientation."""
     projector_id = astra.create_projector(projector, projection_geometry, volume_to_astra(volume))
     try:
-        sino_id, forward = astra.create_sino(np.ascontiguousarray(image_to_astra(image, volume)), projector_id)
+        sino_id, forward = astra.create_sino(image_to_astra(image, volume), projector_id)
         astra.data2d.delete(sino_id)
         image_id, back = astra.create_backprojection(sino, projector_id)
         astra.data2d.delete(image_id)

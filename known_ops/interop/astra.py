@@ -168,16 +168,18 @@ def _check_trailing(data, expected: tuple[int, ...], name: str, what: str) -> No
 
 
 def _flip(data, axis: int):
-    """Reverse ``axis`` of a tensor or an array (a view for arrays, a copy for tensors)."""
+    """``data`` (tensor or array) with ``axis`` reversed, as a contiguous copy (ASTRA and torch.from_numpy
+    need positive, contiguous strides)."""
     if hasattr(data, "flip") and hasattr(data, "detach"):  # torch tensor
         return data.flip(axis)
-    return np.flip(np.asarray(data), axis)
+    return np.ascontiguousarray(np.flip(np.asarray(data), axis))
 
 
 def _swap(data, a: int, b: int):
+    """``data`` with axes ``a`` and ``b`` exchanged, as a contiguous copy."""
     if hasattr(data, "transpose") and hasattr(data, "detach"):
-        return data.transpose(a, b)
-    return np.swapaxes(np.asarray(data), a, b)
+        return data.transpose(a, b).contiguous()
+    return np.ascontiguousarray(np.swapaxes(np.asarray(data), a, b))
 
 
 def image_to_astra(image, volume: Volume):
