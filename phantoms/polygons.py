@@ -20,7 +20,7 @@ import torch
 
 from known_ops import Volume
 
-from .ellipses import _check_dtype, _check_rays, _pixel_range, _supersample_count
+from .ellipses import _add_intervals, _check_dtype, _check_rays, _pixel_range, _sample_grid, _supersample_count
 
 __all__ = ["Polygon", "rectangle", "star", "polygon_image", "polygon_line_integrals"]
 
@@ -152,10 +152,7 @@ def polygon_image(volume: Volume, polygons, supersample: int = 4, dtype: torch.d
     n_sub = _supersample_count(supersample)
     _check_dtype(dtype)
     (ny, nx), (sy, sx) = volume.shape, volume.spacing
-    ys, xs = volume.coordinates(0), volume.coordinates(1)
-    sub = (np.arange(n_sub) + 0.5) / n_sub - 0.5
-    x_first, step = xs[0] + sub[0] * sx, sx / n_sub
-    n_fine = float(nx * n_sub)
+    ys, xs, sub, grid = _sample_grid(volume, n_sub)
     image = torch.zeros((ny, nx), dtype=torch.float64, device=device)
     for intensity, vertices in tables:
         if intensity == 0:
@@ -176,14 +173,7 @@ def polygon_image(volume: Volume, polygons, supersample: int = 4, dtype: torch.d
             x_cross = torch.cat([x_cross, torch.full_like(x_cross[:, :1], math.inf)], 1)
         x_cross = x_cross.sort(dim=1).values
         x_left, x_right = x_cross[:, 0::2], x_cross[:, 1::2]  # (rows, pairs); unused pairs are (inf, inf)
-        first = torch.clamp(torch.ceil((x_left - x_first) / step), -1.0, n_fine).to(torch.int32)
-        last = torch.clamp(torch.floor((x_right - x_first) / step), -1.0, n_fine).to(torch.int32)
-        last = torch.where(torch.isfinite(x_right), last, first - 1)
-        pixel_start = torch.arange(j0, j1, device=device, dtype=torch.int32) * n_sub
-        lo = torch.maximum(first[:, :, None], pixel_start[None, None, :])
-        hi = torch.minimum(last[:, :, None], pixel_start[None, None, :] + (n_sub - 1))
-        counts = torch.clamp(hi - lo + 1, min=0).sum(dim=1).reshape(i1 - i0, n_sub, j1 - j0).sum(dim=1)
-        image[i0:i1, j0:j1] += counts.to(torch.float64) * (intensity / n_sub**2)
+        _add_intervals(image, (i0, i1, j0, j1), x_left, x_right, torch.isfinite(x_right), grid, intensity)
     return image.to(dtype)
 
 
