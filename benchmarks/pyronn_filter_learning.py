@@ -163,6 +163,9 @@ def run(scale: str, out_dir: Path, learning_rate: float | None = None, figure: b
         "validation_loss": {"initial": evaluate_initial(volume, geometry, val, cfg["batch"]),
                             "final": history[-1]["validation_loss"]},
         "history": history, "machine": machine_info("cpu"),
+        "filters": {"frequencies_per_mm": model.filter.frequencies.tolist(),
+                    "initial_ramp": initial_filter.tolist(),
+                    "learned": model.filter.response.detach().tolist()},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     if figure:
@@ -183,21 +186,21 @@ def _figure(out_dir: Path, model, initial_filter, ram_lak, initial_recon, learne
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4))
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4))
     f = model.filter.frequencies.numpy()
-    axes[0].plot(f, initial_filter.numpy(), label="initial ramp |f| (PYRO-NN's)")
-    axes[0].plot(ram_lak.filter.frequencies.numpy(), ram_lak.filter.response.numpy(), "--",
-                 label="Ram-Lak (spatial kernel, padded)")
-    axes[0].plot(f, model.filter.response.detach().numpy(), label="learned")
-    axes[0].set_xlabel("frequency (cycles/mm)")
-    axes[0].set_ylabel("response (1/mm)")
-    axes[0].legend()
-    axes[0].set_title("filter")
-    inset = axes[0].inset_axes([0.55, 0.08, 0.4, 0.35])
-    inset.plot(f[:8], initial_filter.numpy()[:8], "o-")
-    inset.plot(f[:8], model.filter.response.detach().numpy()[:8], "o-")
-    inset.set_title("low frequencies", fontsize=8)
-    for ax, image, title in zip(axes[1:], (truth, initial_recon, learned_recon),
+    learned = model.filter.response.detach().numpy()
+    f_rl, ram_lak_response = ram_lak.filter.frequencies.numpy(), ram_lak.filter.response.numpy()
+    low = max(8, len(f) // 20)
+    for ax, stop, title in ((axes[0], None, "filter"), (axes[1], low, f"filter, lowest {low} frequencies")):
+        ax.plot(f[:stop], initial_filter.numpy()[:stop], "o-" if stop else "-", ms=3, label="initial ramp |f| (PYRO-NN's)")
+        keep = f_rl <= f[:stop][-1] if stop else slice(None)
+        ax.plot(f_rl[keep], ram_lak_response[keep], "--", label="Ram-Lak (spatial kernel, padded)")
+        ax.plot(f[:stop], learned[:stop], "o-" if stop else "-", ms=3, label="learned")
+        ax.set_xlabel("frequency (cycles/mm)")
+        ax.set_ylabel("response (1/mm)")
+        ax.set_title(title)
+    axes[0].legend(loc="upper left")
+    for ax, image, title in zip(axes[2:], (truth, initial_recon, learned_recon),
                                 ("Shepp-Logan", "ramp FBP (initial)", "learned filter")):
         ax.imshow(image.numpy(), origin="lower", cmap="gray", vmin=0, vmax=1)
         ax.set_title(title)
