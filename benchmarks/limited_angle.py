@@ -670,25 +670,9 @@ def figures(result: dict, images: dict, truth: torch.Tensor, weights: dict, cone
         fig.savefig(out / f"{NAME}_weights.png", dpi=80)
         plt.close(fig)
 
-    # Shepp-Logan per method and arc.
-    methods = list(dict.fromkeys(m for a in images.values() for m in a))
-    arc_list = list(images)
-    fig, axes = plt.subplots(len(arc_list), len(methods) + 1, figsize=(2.1 * (len(methods) + 1), 2.3 * len(arc_list)),
-                             squeeze=False, layout="constrained")
-    lo, hi = 0.0, 0.5
-    for row, arc in zip(axes, arc_list):
-        row[0].imshow(truth.numpy(), cmap="gray", origin="lower", vmin=lo, vmax=hi)
-        row[0].set_title(f"truth ({arc})", fontsize=7)
-        scores_by = {r["row"]: r for a in result["arcs"] if a["label"] == arc for r in a["rows"]}
-        for ax, method in zip(row[1:], methods):
-            if method in images[arc]:
-                ax.imshow(images[arc][method].numpy(), cmap="gray", origin="lower", vmin=lo, vmax=hi)
-                ax.set_title(f"{method}\n{scores_by[method]['scores']['psnr'][0]:.2f} dB", fontsize=7)
-        for ax in row:
-            ax.axis("off")
-    fig.savefig(out / f"{NAME}_images.png", dpi=80)
-    plt.close(fig)
-
+    lo, hi = 0.0, 0.5  # the display window of the Shepp-Logan images
+    if images:
+        _images_figure(result, images, truth, lo, hi, out, plt)
     if cone_images:
         middle, truth3 = cone_images
         fig, axes = plt.subplots(1, len(middle) + 1, figsize=(2.4 * (len(middle) + 1), 2.6), layout="constrained")
@@ -702,6 +686,26 @@ def figures(result: dict, images: dict, truth: torch.Tensor, weights: dict, cone
             ax.axis("off")
         fig.savefig(out / f"{NAME}_cone.png", dpi=80)
         plt.close(fig)
+
+
+def _images_figure(result, images, truth, lo, hi, out, plt) -> None:
+    """The Shepp-Logan reconstructions per arc (rows) and method (columns)."""
+    methods = list(dict.fromkeys(m for a in images.values() for m in a))
+    arc_list = list(images)
+    fig, axes = plt.subplots(len(arc_list), len(methods) + 1, figsize=(2.1 * (len(methods) + 1), 2.3 * len(arc_list)),
+                             squeeze=False, layout="constrained")
+    for row, arc in zip(axes, arc_list):
+        row[0].imshow(truth.numpy(), cmap="gray", origin="lower", vmin=lo, vmax=hi)
+        row[0].set_title(f"truth ({arc})", fontsize=7)
+        scores_by = {r["row"]: r for a in result["arcs"] if a["label"] == arc for r in a["rows"]}
+        for ax, method in zip(row[1:], methods):
+            if method in images[arc]:
+                ax.imshow(images[arc][method].numpy(), cmap="gray", origin="lower", vmin=lo, vmax=hi)
+                ax.set_title(f"{method}\n{scores_by[method]['scores']['psnr'][0]:.2f} dB", fontsize=7)
+        for ax in row:
+            ax.axis("off")
+    fig.savefig(out / f"{NAME}_images.png", dpi=80)
+    plt.close(fig)
 
 
 def plan_text(scale_name: str) -> str:
