@@ -111,7 +111,7 @@ SCALES = {
                 tv_coarse=[2.0**k for k in range(-2, 4)], tv_coarse_iter=150, tv_refine=[-0.5, 0.0, 0.5],
                 tv_iter=400, sirt_iters=[25, 50, 100, 200, 400],
                 cone=dict(size=64, spacing=2.0, du=6.0, step_deg=2.0, n_train=64, steps=(300, 2),
-                          sirt_iters=[10, 20, 40, 80])),
+                          sirt_iters=[20, 40, 80, 160])),
     "full": dict(size=128, spacing=1.0, d_so=300.0, d_od=300.0, du=2.0, step_deg=1.0, arcs=ARCS,
                  n_test=100, validate_every=1000,
                  train={name: ARCS for name in MODELS},
@@ -119,7 +119,7 @@ SCALES = {
                  tv_coarse=[2.0**k for k in range(-2, 5)], tv_coarse_iter=300, tv_refine=[-0.5, -0.25, 0.0, 0.25, 0.5],
                  tv_iter=1000, sirt_iters=[25, 50, 100, 200, 400, 800],
                  cone=dict(size=64, spacing=2.0, du=6.0, step_deg=2.0, n_train=512, steps=(10_000, 2),
-                           sirt_iters=[10, 20, 40, 80, 160])),
+                           sirt_iters=[20, 40, 80, 160, 320])),
 }
 
 
@@ -389,6 +389,11 @@ def tune_sirt_iterations(A, x_train: torch.Tensor, y_train: torch.Tensor, iterat
     return max(sweep, key=sweep.get), sweep
 
 
+def _edge_note(best, grid) -> str:
+    """A warning when a tuned value is the largest or smallest one tried."""
+    return " (at the edge of the tuning grid)" if best in (min(grid), max(grid)) else ""
+
+
 def analytic_rows(s: dict, arc, volume, geometry, x_test, y_test, noise: float = NOISE) -> tuple[list[dict], dict]:
     """FBP with Parker's weights (Hann cut-off tuned), SIRT (iterations tuned) and TV (weight tuned), each tuned
     on random ellipses of the training law at this arc, never on the test images."""
@@ -403,7 +408,8 @@ def analytic_rows(s: dict, arc, volume, geometry, x_test, y_test, noise: float =
     cutoff, sweep = tune_fbp_cutoff(lambda y, _w, c: fbp(y, parker, c), x_tune, y_tune, s["cutoffs"],
                                     s["cutoff_refine"])
     x = fbp(y_test.double(), parker, cutoff)
-    rows.append({"row": "FBP (Parker)", "kind": "analytic", "setting": f"Parker weights, Hann cut-off {cutoff:g}",
+    rows.append({"row": "FBP (Parker)", "kind": "analytic",
+                 "setting": f"Parker weights, Hann cut-off {cutoff:g}",
                  "tuning": f"cut-off on {where}", "minutes": (time.perf_counter() - t0) / 60,
                  "scores": scores(x, x_test, volume), "tuning_sweep": {str(k): v for k, v in sweep.items()}})
     images["FBP (Parker)"] = x[0].float()
@@ -412,7 +418,8 @@ def analytic_rows(s: dict, arc, volume, geometry, x_test, y_test, noise: float =
     n_sirt, sirt_sweep = tune_sirt_iterations(A, x_tune, y_tune, s["sirt_iters"])
     with torch.no_grad():
         x = recon.sirt(A, y_test.float(), n_iter=n_sirt).double()
-    rows.append({"row": "SIRT", "kind": "analytic", "setting": f"{n_sirt} iterations from 0",
+    rows.append({"row": "SIRT", "kind": "analytic",
+                 "setting": f"{n_sirt} iterations from 0{_edge_note(n_sirt, s['sirt_iters'])}",
                  "tuning": f"iterations on {where}", "minutes": (time.perf_counter() - t0) / 60,
                  "scores": scores(x, x_test, volume), "tuning_sweep": {str(k): v for k, v in sirt_sweep.items()}})
     images["SIRT"] = x[0].float()
@@ -422,7 +429,8 @@ def analytic_rows(s: dict, arc, volume, geometry, x_test, y_test, noise: float =
                                     s["tv_iter"])
     x = _tv_batch(A, y_test.double(), [lam], s["tv_iter"], nonneg=False)[0]
     rows.append({"row": "TV", "kind": "analytic",
-                 "setting": f"lam {lam:.3g}, {s['tv_iter']} preconditioned PDHG iterations from 0",
+                 "setting": f"lam {lam:.3g}{_edge_note(lam, list(coarse) + list(fine))}, {s['tv_iter']} "
+                            "preconditioned PDHG iterations from 0",
                  "tuning": f"lam on {where} (coarse grid, {s['tv_coarse_iter']} iterations, then fine)",
                  "minutes": (time.perf_counter() - t0) / 60, "scores": scores(x, x_test, volume),
                  "tuning_sweep": {"coarse": coarse, "fine": fine}})
@@ -527,7 +535,8 @@ def cone_part(scale_name: str, device: str, evaluate_only: bool, progress: bool,
     n_sirt, sweep = tune_sirt_iterations(A, x_tune.double(), y_tune, c["sirt_iters"])
     with torch.no_grad():
         x = recon.sirt(A, y, n_iter=n_sirt)
-    rows.append({"row": "SIRT", "setting": f"{n_sirt} iterations (tuned on 2 random ellipsoid volumes)",
+    rows.append({"row": "SIRT", "setting": f"{n_sirt} iterations (tuned on 2 random ellipsoid volumes)"
+                 f"{_edge_note(n_sirt, c['sirt_iters'])}",
                  "minutes": (time.perf_counter() - t0) / 60, "scores": scores(x, truth, volume),
                  "tuning_sweep": {str(k): v for k, v in sweep.items()}})
     images["SIRT"] = x[0]
