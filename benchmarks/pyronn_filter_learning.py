@@ -212,6 +212,13 @@ def _figure(out_dir: Path, model, initial_filter, ram_lak, initial_recon, learne
     return name
 
 
+def _stopped(r: dict) -> str:
+    h = r["history"]
+    if len(h) > 1 and h[-1]["train_loss"] >= h[-2]["train_loss"]:
+        return "stopped by PYRO-NN's rule: the training loss of the last epoch did not decrease"
+    return f"the cap of {r['config']['max_epochs']} epochs; the training loss was still decreasing"
+
+
 def _markdown(r: dict) -> str:
     c, p = r["config"], r["test_psnr_db"]
     m = r["machine"]
@@ -230,7 +237,7 @@ def _markdown(r: dict) -> str:
         f"| reference: Ram-Lak from the spatial kernel, padded (not trained) | {p['ram_lak_padded_reference']} |",
         "",
         f"Training: Adam (lr {r['learning_rate']}, eps {r['adam_eps']}), batch {c['batch']}, sum of squared differences, "
-        f"{r['epochs']} epochs (stopped when the training loss did not decrease, at most {c['max_epochs']}), "
+        f"{r['epochs']} epochs ({_stopped(r)}), "
         f"{r['train_seconds']} s; validation loss {r['validation_loss']['initial']:.4g} -> {r['validation_loss']['final']:.4g}. "
         f"Seed {r['seed']}.",
         "",
