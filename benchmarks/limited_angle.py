@@ -529,7 +529,7 @@ def cone_part(scale_name: str, device: str, evaluate_only: bool, progress: bool,
     images["LearnedFBP (FDK)"] = x[0]
     t0 = time.perf_counter()
     A = ko.RayTransform(volume, geometry)
-    x_tune = torch.load(validation_file)
+    x_tune = torch.load(validation_file, weights_only=True)
     with torch.no_grad():
         y_tune = phantoms.GaussianNoise(NOISE, ndim=3)(A(x_tune), torch.Generator().manual_seed(TUNING_SEED))
     n_sirt, sweep = tune_sirt_iterations(A, x_tune.double(), y_tune, c["sirt_iters"])
