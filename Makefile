@@ -24,8 +24,11 @@ PIP := $(PY) -m pip
 # Needed to build, test and run the demo.
 DEPS := numpy scipy pytest hypothesis expecttest matplotlib ninja setuptools wheel tqdm
 # Cross-checks that the tests skip (with a reason) when they are missing; installing them may
-# fail on some machines, which is not fatal.
-OPTIONAL_DEPS := astra-toolbox scikit-image
+# fail on some machines, which is not fatal. odl (1.0's API) adds ~6 s to a venv that has the DEPS.
+OPTIONAL_DEPS := astra-toolbox scikit-image odl==1.0.0
+# Installed with --no-deps: pyronn 0.1.0 (pure NumPy geometry and trajectories, ~2 s) would pull
+# TensorFlow and PYRO-NN-Layers (CUDA kernels), which the interop tests do not need.
+OPTIONAL_NODEPS := pyronn==0.1.0
 
 TORCH_STAMP := $(VENV)/.known-ops-torch.stamp
 DEPS_STAMP  := $(VENV)/.known-ops-deps.stamp
@@ -55,6 +58,10 @@ $(DEPS_STAMP): $(TORCH_STAMP)
 	$(PIP) install -q -c "$(TORCH_PIN)" $(DEPS)
 	@for pkg in $(OPTIONAL_DEPS); do \
 		$(PIP) install -q -c "$(TORCH_PIN)" "$$pkg" \
+			|| echo "venv: WARNING: could not install $$pkg; the tests that need it will be skipped"; \
+	done
+	@for pkg in $(OPTIONAL_NODEPS); do \
+		$(PIP) install -q --no-deps "$$pkg" \
 			|| echo "venv: WARNING: could not install $$pkg; the tests that need it will be skipped"; \
 	done
 	@touch "$@"

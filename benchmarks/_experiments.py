@@ -1,4 +1,4 @@
-"""Shared by the learned-model experiments (adler_ellipses.py, derived_rebinning.py): training a
+"""Shared by the learned-model experiments (adler_ellipses.py, derived_rebinning.py, limited_angle.py): training a
 config through the harness into a checkpoint folder, resumed or reused."""
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from recon.training import fit, load_checkpoint, model_from_config
 __all__ = ["train_or_load"]
 
 
-def train_or_load(config: dict, out: Path, evaluate_only: bool, progress: bool):
+def train_or_load(config: dict, out: Path, evaluate_only: bool, progress: bool, model=None):
     """(model, step, training seconds) of a resolved ``config``: trained into ``out`` (resumed when a
     checkpoint is there and the run is not finished, reused when it is) or, with ``evaluate_only``,
-    loaded from ``out/last.pt`` (a missing checkpoint is then an error)."""
-    model = model_from_config(config)
+    loaded from ``out/last.pt`` (a missing checkpoint is then an error). ``model``: a ready-built
+    model instead of ``model_from_config(config)`` (e.g. a network that starts from another trained
+    model)."""
+    if model is None:
+        model = model_from_config(config)
     last = out / "last.pt"
     saved = load_checkpoint(last) if last.exists() else None
     if evaluate_only or (saved is not None and saved["step"] >= config["steps"]):

@@ -4,13 +4,15 @@
 (Kak-Slaney and modified/Schabel) as ellipsoid tables; random ellipse phantoms
 (Adler-Oektem / dival distribution) as training data; supersampled
 rasterisation / voxelisation on a ``known_ops.Volume`` and exact analytic line
-integrals for any 2D or 3D geometry; noise models (Gaussian, Poisson with the log transform).
+integrals for any 2D or 3D geometry; polygons (rectangles, lines, stars) rasterised and
+exactly projected; noise models (Gaussian, Poisson with the log transform).
 Orientation and scaling are documented in
 ``docs/phantoms.md``.
 """
 from .ellipses import Ellipse, ellipse_image, ellipse_line_integrals
 from .ellipsoids import Ellipsoid, ellipsoid_line_integrals, ellipsoid_volume
 from .noise import GaussianNoise, NoNoise, PoissonNoise, noise_from_dict
+from .polygons import Polygon, polygon_image, polygon_line_integrals, rectangle, star
 from .random_ellipses import (
     RandomEllipsesDataset,
     random_ellipse_images,
@@ -39,6 +41,11 @@ __all__ = [
     "Ellipse",
     "ellipse_image",
     "ellipse_line_integrals",
+    "Polygon",
+    "rectangle",
+    "star",
+    "polygon_image",
+    "polygon_line_integrals",
     "SHEPP_LOGAN",
     "MODIFIED_SHEPP_LOGAN",
     "DEFAULT_SCALE",

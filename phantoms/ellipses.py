@@ -129,12 +129,7 @@ def ellipse_image(
     n_sub = _supersample_count(supersample)
     _check_dtype(dtype)
     (ny, nx), (sy, sx) = volume.shape, volume.spacing
-    ys, xs = volume.coordinates(0), volume.coordinates(1)
-    # Sub-sample offsets from a pixel centre: ((k + 1/2) / S - 1/2) * spacing, k = 0..S-1. Along x the
-    # samples form one uniform fine grid: x_m = x_first + m * step, sample k of pixel j being m = j S + k.
-    sub = (np.arange(n_sub) + 0.5) / n_sub - 0.5
-    x_first, step = xs[0] + sub[0] * sx, sx / n_sub
-    n_fine = float(nx * n_sub)
+    ys, xs, sub, grid = _sample_grid(volume, n_sub)
     image = torch.zeros((ny, nx), dtype=torch.float64, device=device)
     for intensity, a, b, x0, y0, theta_deg in table:
         if intensity == 0:
@@ -155,17 +150,41 @@ def ellipse_image(
         root = torch.sqrt(torch.clamp(discriminant, min=0.0))
         x_left = x0 + (-quad_b - root) / (2.0 * quad_a)
         x_right = x0 + (-quad_b + root) / (2.0 * quad_a)
-        # Fine-grid indices of the first and last sample inside, per sample row (empty where no hit);
-        # clamped to the grid (plus one) so that the int32 conversion cannot overflow.
-        first = torch.clamp(torch.ceil((x_left - x_first) / step), -1.0, n_fine).to(torch.int32)
-        last = torch.clamp(torch.floor((x_right - x_first) / step), -1.0, n_fine).to(torch.int32)
-        last = torch.where(hit, last, first - 1)
-        pixel_start = torch.arange(j0, j1, device=device, dtype=torch.int32) * n_sub  # first sample of pixel j
-        lo = torch.maximum(first[:, None], pixel_start[None, :])
-        hi = torch.minimum(last[:, None], pixel_start[None, :] + (n_sub - 1))
-        counts = torch.clamp(hi - lo + 1, min=0).reshape(i1 - i0, n_sub, j1 - j0).sum(dim=1)
-        image[i0:i1, j0:j1] += counts.to(torch.float64) * (intensity / n_sub**2)
+        _add_intervals(image, (i0, i1, j0, j1), x_left[:, None], x_right[:, None], hit[:, None], grid, intensity)
     return image.to(dtype)
+
+
+def _sample_grid(volume: Volume, n_sub: int):
+    """(ys, xs, sub, grid) of a 2D volume's supersampling: pixel centres along y and x, the sub-sample
+    offsets ``((k + 1/2) / S - 1/2)`` (times the spacing) from a centre, k = 0..S-1, and the fine grid
+    ``(x_first, step, n_fine, S)`` that the samples form along x (see :func:`_add_intervals`)."""
+    sx, nx = volume.spacing[1], volume.shape[1]
+    ys, xs = volume.coordinates(0), volume.coordinates(1)
+    sub = (np.arange(n_sub) + 0.5) / n_sub - 0.5
+    return ys, xs, sub, (xs[0] + sub[0] * sx, sx / n_sub, float(nx * n_sub), n_sub)
+
+
+def _add_intervals(image, box, x_left, x_right, hit, grid, intensity) -> None:
+    """Add ``intensity`` times the fraction of each pixel's samples that lie inside the intervals
+    ``[x_left, x_right]`` of their sample row, to ``image[i0:i1, j0:j1]`` (``box = (i0, i1, j0, j1)``).
+
+    ``x_left``, ``x_right``, ``hit``: ``(rows, k)`` tensors, ``k`` disjoint intervals per sample row (the
+    ``(i1 - i0) * n_sub`` rows of the box, in order), ``hit`` false where an interval is empty; ``grid =
+    (x_first, step, n_fine, n_sub)``: along x the samples form one fine grid, ``x_m = x_first + m * step``,
+    sample k of pixel j being ``m = j n_sub + k``, ``n_fine = nx n_sub``. Shared by the ellipse and polygon
+    rasterisers."""
+    i0, i1, j0, j1 = box
+    x_first, step, n_fine, n_sub = grid
+    # Fine-grid indices of the first and last sample inside, per interval (empty where no hit); clamped to
+    # the grid (plus one) so that the int32 conversion cannot overflow.
+    first = torch.clamp(torch.ceil((x_left - x_first) / step), -1.0, n_fine).to(torch.int32)
+    last = torch.clamp(torch.floor((x_right - x_first) / step), -1.0, n_fine).to(torch.int32)
+    last = torch.where(hit, last, first - 1)
+    pixel_start = torch.arange(j0, j1, device=image.device, dtype=torch.int32) * n_sub  # first sample of pixel j
+    lo = torch.maximum(first[:, :, None], pixel_start[None, None, :])
+    hi = torch.minimum(last[:, :, None], pixel_start[None, None, :] + (n_sub - 1))
+    counts = torch.clamp(hi - lo + 1, min=0).sum(dim=1).reshape(i1 - i0, n_sub, j1 - j0).sum(dim=1)
+    image[i0:i1, j0:j1] += counts.to(torch.float64) * (intensity / n_sub**2)
 
 
 def ellipse_line_integrals(origins, directions, ellipses) -> torch.Tensor:

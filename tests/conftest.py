@@ -317,3 +317,21 @@ def random_geometry_3d(rng: np.random.Generator, volume: ko.Volume, kind: str):
         P = scale[:, None, None] * np.einsum("nij,njk->nik", K, extrinsic)
         return ko.ConeBeam3D.from_projection_matrices(P, det_shape, (dv, du))
     raise ValueError(f"unknown 3D geometry kind {kind!r}")
+
+
+def assert_same_lines(origin, direction, point, their_direction, tolerance: float = 1e-9) -> None:
+    """Each ray (origin, direction), shape (..., 2 or 3), is the line of another tool's ray: the directions
+    are parallel (either sign; `tolerance` in radians) and the other tool's `point` lies on it (within
+    `tolerance` times the largest coordinate, mm). For checking geometries imported from ODL or PYRO-NN."""
+    unit = direction / np.linalg.norm(direction, axis=-1, keepdims=True)
+    theirs = their_direction / np.linalg.norm(their_direction, axis=-1, keepdims=True)
+    off = point - origin
+    if unit.shape[-1] == 2:
+        cross = unit[..., 0] * theirs[..., 1] - unit[..., 1] * theirs[..., 0]
+        miss = off[..., 0] * unit[..., 1] - off[..., 1] * unit[..., 0]
+    else:
+        cross = np.linalg.norm(np.cross(unit, theirs), axis=-1)
+        miss = np.linalg.norm(np.cross(off, unit), axis=-1)
+    scale = max(1.0, float(np.abs(point).max()))
+    assert np.abs(cross).max() <= tolerance, f"directions differ by {np.abs(cross).max():.3g} rad"
+    assert np.abs(miss).max() <= tolerance * scale, f"rays miss the other tool's points by {np.abs(miss).max():.3g} mm"

@@ -1,8 +1,9 @@
 """Cross-check against ASTRA's CPU projectors on the same geometries (skipped when astra is missing).
 
 ASTRA works in float32 and stores images with row 0 at the largest y, so images
-are flipped (np.flipud) on the way in and out; its vector geometries
-(parallel_vec, fanflat_vec) take our to_vectors() unchanged. ASTRA's CPU
+are flipped on the way in and out; its vector geometries (parallel_vec,
+fanflat_vec) take our to_vectors() unchanged. Both conversions are those of
+known_ops.interop.astra (to_astra, image_to_astra, image_from_astra). ASTRA's CPU
 projectors need square pixels.
 
 Measured relative L2 differences (random image / random sinogram, the
@@ -24,33 +25,24 @@ import known_ops as ko
 from conftest import relative_error
 
 astra = pytest.importorskip("astra", reason="astra-toolbox is not installed: the ASTRA cross-checks are skipped")
+from known_ops.interop.astra import geometry_to_astra, image_from_astra, image_to_astra, volume_to_astra  # noqa: E402
 
 VOLUME = ko.Volume((64, 48), spacing=0.75, offset=(3.0, -2.0))
 PARALLEL = ko.ParallelBeam2D(ko.uniform_angles(45, math.pi, start=0.01), 95, 0.6, det_offset=1.5)
 FAN = ko.FanBeam2D(ko.uniform_angles(40, 2 * math.pi, start=0.02), 150.0, 100.0, 120, 1.0, det_offset=2.0)
 
 
-def _astra_volume_geometry(volume: ko.Volume):
-    (ylo, yhi), (xlo, xhi) = volume.bounds
-    return astra.create_vol_geom(volume.shape[0], volume.shape[1], xlo, xhi, ylo, yhi)
-
-
-def _astra_vector_geometry(geometry):
-    kind = "parallel_vec" if isinstance(geometry, ko.ParallelBeam2D) else "fanflat_vec"
-    return astra.create_proj_geom(kind, geometry.det_count, geometry.to_vectors())
-
-
 def _astra_project(volume: ko.Volume, projection_geometry, projector: str, image: np.ndarray, sino: np.ndarray):
     """ASTRA's forward projection of `image` and back-projection of `sino`, in our array orientation."""
-    projector_id = astra.create_projector(projector, projection_geometry, _astra_volume_geometry(volume))
+    projector_id = astra.create_projector(projector, projection_geometry, volume_to_astra(volume))
     try:
-        sino_id, forward = astra.create_sino(np.flipud(image), projector_id)
+        sino_id, forward = astra.create_sino(image_to_astra(image, volume), projector_id)
         astra.data2d.delete(sino_id)
         image_id, back = astra.create_backprojection(sino, projector_id)
         astra.data2d.delete(image_id)
     finally:
         astra.projector.delete(projector_id)
-    return forward.astype(np.float64), np.flipud(back).astype(np.float64)
+    return forward.astype(np.float64), image_from_astra(back, volume).astype(np.float64)
 
 
 def _compare(volume, geometry, projection_geometry, projector: str):
@@ -69,7 +61,7 @@ def _compare(volume, geometry, projection_geometry, projector: str):
     "projector, tolerance", [("linear", 2e-5), ("line", 6e-2), ("strip", 2e-2)], ids=["linear", "line", "strip"]
 )
 def test_parallel_matches_astra(projector, tolerance):
-    forward_error, back_error = _compare(VOLUME, PARALLEL, _astra_vector_geometry(PARALLEL), projector)
+    forward_error, back_error = _compare(VOLUME, PARALLEL, geometry_to_astra(PARALLEL), projector)
     assert forward_error <= tolerance, f"forward: relative error {forward_error:.3e} vs ASTRA {projector}"
     assert back_error <= tolerance, f"back-projection: relative error {back_error:.3e} vs ASTRA {projector}"
 
@@ -92,12 +84,12 @@ def test_parallel_linear_matches_astra_on_an_arbitrary_trajectory():
     step = 0.7 * np.stack([np.cos(tilt), np.sin(tilt)], axis=1)
     centre = rng.uniform(-3, 3, (n_views, 2))
     geometry = ko.ParallelBeam2D.from_vectors(np.concatenate([ray, centre, step], axis=1), 90)
-    forward_error, back_error = _compare(VOLUME, geometry, _astra_vector_geometry(geometry), "linear")
+    forward_error, back_error = _compare(VOLUME, geometry, geometry_to_astra(geometry), "linear")
     assert forward_error <= 2e-5 and back_error <= 2e-5, (forward_error, back_error)
 
 
 def test_fan_flat_matches_astra_line_fanflat():
-    forward_error, back_error = _compare(VOLUME, FAN, _astra_vector_geometry(FAN), "line_fanflat")
+    forward_error, back_error = _compare(VOLUME, FAN, geometry_to_astra(FAN), "line_fanflat")
     assert forward_error <= 8e-2, f"forward: relative error {forward_error:.3e} vs ASTRA line_fanflat"
     assert back_error <= 8e-2, f"back-projection: relative error {back_error:.3e} vs ASTRA line_fanflat"
 
@@ -114,8 +106,8 @@ def test_joseph_is_closer_to_astra_linear_than_astra_line_is():
     rng = np.random.default_rng(1)
     image = rng.random(VOLUME.shape)
     sino = rng.random(PARALLEL.shape)
-    linear, _ = _astra_project(VOLUME, _astra_vector_geometry(PARALLEL), "linear", image, sino)
-    line, _ = _astra_project(VOLUME, _astra_vector_geometry(PARALLEL), "line", image, sino)
+    linear, _ = _astra_project(VOLUME, geometry_to_astra(PARALLEL), "linear", image, sino)
+    line, _ = _astra_project(VOLUME, geometry_to_astra(PARALLEL), "line", image, sino)
     ours = ko.RayTransform(VOLUME, PARALLEL)(torch.from_numpy(image)).numpy()
     assert relative_error(ours, linear) < 1e-2 * relative_error(line, linear)
 
