@@ -3,17 +3,24 @@
 // compiled twice, portable and AVX2, and the AVX2 build is used when the
 // processor has it (set KNOWN_OPS_SIMD=0 to force the portable loops).
 //
-// Forward: ray-driven.  The image is copied once into two zero-padded
-// buffers, one as is (for x-major rays, which step along columns and read two
-// neighbouring rows) and one transposed (for y-major rays), so both kinds of
-// ray read memory the same way and the inner loop needs no bounds checks.
+// Forward: ray-driven.  One float image on a CPU with AVX2 (forward_ray_groups)
+// takes the rays of a view 8 neighbours at a time: they sample one line of the
+// image (a column for x-major rays, a row for y-major ones) at nearby places, so
+// their taps come from two vector loads of the line and in-register permutes.
+// Otherwise each ray is summed on its own (SIMD along the ray, with gathers),
+// reading a zero-padded copy of the image as is (x-major rays) or transposed
+// (y-major rays), so the inner loop needs no bounds checks.
 //
-// Adjoint: the literal transpose of the forward (scatter along each ray, the
-// same positions and weights).  Views are split into a fixed number of chunks
-// that scatter into private buffers, summed in chunk order: no atomics, and
-// bitwise the same result whatever the number of threads.  (The CUDA adjoint
-// gathers pixel by pixel instead, gather_view in joseph2d.h; the CPU runs that
-// form too, as joseph2d_adjoint_gather, so the tests check the GPU's math.)
+// Adjoint: the literal transpose of the forward (the same positions and
+// weights).  One image whose views each have rays of one kind (parallel beams)
+// is summed by output lines (adjoint_lines_impl): each line is written by one
+// work item, in a fixed order, with no private copies of the image.  Otherwise
+// (batches, fan beams whose views mix both kinds) the rays scatter along their
+// paths: views are split into a fixed number of chunks that scatter into private
+// buffers, summed in chunk order.  Either way no atomics, and bitwise the same
+// result whatever the number of threads.  (The CUDA adjoint gathers pixel by
+// pixel instead, gather_view in joseph2d.h; the CPU runs that form too, as
+// joseph2d_adjoint_gather, so the tests check the GPU's math.)
 //
 // Batches: groups of 8 (float) or 4 (double) images are interleaved so that
 // each sample's arithmetic is shared by the group (image-lane kernels).
@@ -44,6 +51,9 @@ constexpr int64_t kPad = 2;  // zero rows on each side of the interpolated axis
 // buffer to zero and to sum, and measured on 2 cores (256^2, 180 views) 2 or 4
 // tasks were 1.3x (one image) to 2.4x (a batch of 16) faster than 8.
 constexpr int64_t kAdjointTasks = 4;
+// Major lines per work item of adjoint_lines_impl: the item's lines (a few
+// KiB each) stay in cache while every view's rays are added to them.
+constexpr int64_t kLinesPerItem = 16;
 
 #define KO_KERNELS "joseph2d_cpu_kernels.inc"
 #include "simd_builds.inc"  // namespaces portable and avx2
@@ -95,6 +105,115 @@ void forward_impl(const T* img, const T* rays, T* out, int64_t batch, int64_t n_
         const T sum = x_major ? march_sum(simd, rows, nx, ny, nx, ray[0], ray[1])
                               : march_sum(simd, cols, ny, nx, ny, ray[0], ray[1]);
         o[c] = ray[2] * sum;
+      }
+    }
+  });
+}
+
+// Forward of one image for 8 neighbouring rays of one view at once, float with
+// AVX2 (the single-image path): lane l sums the samples of ray l at the major
+// indices [first, last] (the union of the rays' clipped ranges), reading
+// `lines`: line m holds the minor axis at major index m, padded with kPad zeros
+// on both sides (line_len values per line, 16 more after the last line).  At
+// each m the 8 rays' taps lie close together in line m (neighbouring rays are
+// about one pixel apart), so they come from two 8-value loads of the line and
+// in-register permutes instead of gathers; a gather takes the rare m at which
+// they span more than 16 values.  Positions are those of march_sum
+// (alpha + kPad + beta m), clamped to [kPad - 1.5, n_minor + kPad + 0.5]: a lane
+// outside its own ray's range then reads only padding (zero), so it adds exactly
+// zero, and in-range samples are unchanged.  Each lane accumulates its samples
+// in order of m, as march_sum_lanes does.
+__attribute__((target("avx2,fma"))) void march_sum_8_rays(const float* lines, int64_t line_len, int64_t n_minor,
+                                                          const float* alpha, const float* beta, int64_t first,
+                                                          int64_t last, float* sums) {
+  const __m256 shifted = _mm256_add_ps(_mm256_loadu_ps(alpha), _mm256_set1_ps(float(kPad)));
+  const __m256 slope = _mm256_loadu_ps(beta);
+  const __m256 lowest = _mm256_set1_ps(float(kPad) - 1.5f), highest = _mm256_set1_ps(float(n_minor + kPad) + 0.5f);
+  const __m256i lane0 = _mm256_setzero_si256(), lane7 = _mm256_set1_epi32(7);
+  const __m256i zero = _mm256_setzero_si256(), one = _mm256_set1_epi32(1), fourteen = _mm256_set1_epi32(14);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t m = first; m <= last; ++m) {
+    const float* line = lines + m * line_len;
+    __m256 pos = _mm256_fmadd_ps(slope, _mm256_set1_ps(float(m)), shifted);
+    pos = _mm256_min_ps(_mm256_max_ps(pos, lowest), highest);
+    const __m256i k = _mm256_cvttps_epi32(pos);  // pos >= 0.5: truncation is floor
+    const __m256 f = _mm256_sub_ps(pos, _mm256_cvtepi32_ps(k));
+    // The window starts at the lower of the outer lanes' taps (the rays are ordered across the line).
+    const __m256i base = _mm256_min_epi32(_mm256_permutevar8x32_epi32(k, lane0), _mm256_permutevar8x32_epi32(k, lane7));
+    const __m256i rel = _mm256_sub_epi32(k, base);
+    const __m256i outside = _mm256_or_si256(_mm256_cmpgt_epi32(rel, fourteen), _mm256_cmpgt_epi32(zero, rel));
+    __m256 lo, hi;
+    if (_mm256_testz_si256(outside, outside)) {
+      const float* window = line + _mm256_cvtsi256_si32(base);
+      const __m256 w0 = _mm256_loadu_ps(window), w1 = _mm256_loadu_ps(window + 8);
+      const __m256i rel1 = _mm256_add_epi32(rel, one);
+      // permutevar8x32 reads the index's low 3 bits; bit 3 (moved to the sign) picks w1 over w0.
+      lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(w0, rel), _mm256_permutevar8x32_ps(w1, rel),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(rel, 28)));
+      hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(w0, rel1), _mm256_permutevar8x32_ps(w1, rel1),
+                            _mm256_castsi256_ps(_mm256_slli_epi32(rel1, 28)));
+    } else {
+      lo = _mm256_i32gather_ps(line, k, 4);
+      hi = _mm256_i32gather_ps(line + 1, k, 4);
+    }
+    acc = _mm256_fmadd_ps(f, _mm256_sub_ps(hi, lo), _mm256_add_ps(acc, lo));
+  }
+  _mm256_storeu_ps(sums, acc);
+}
+
+// Forward of one float image on CPUs with AVX2: rays of a view by groups of 8
+// neighbours of one kind (x- or y-major), march_sum_8_rays.  A group's lanes
+// without a ray of that kind (the detector's last group, a fan's views whose
+// rays change kind) repeat one of its rays, and their sums are dropped.
+void forward_ray_groups(const float* img, const float* rays, float* out, int64_t n_views, int64_t n_det, int64_t ny,
+                        int64_t nx) {
+  constexpr int64_t kSlack = 16;  // the 16-value window may read past the last line
+  const int64_t len_x = ny + 2 * kPad, len_y = nx + 2 * kPad;
+  // x-major rays read the columns (line j: image column j), y-major rays the rows.
+  std::vector<float> columns(nx * len_x + kSlack, 0.0f), rows(ny * len_y + kSlack, 0.0f);
+  // Serial: a pass over the image is small beside the projection, and each
+  // parallel region costs a wait for every thread (long on a loaded machine).
+  for (int64_t i = 0; i < ny; ++i) std::copy(img + i * nx, img + (i + 1) * nx, rows.data() + i * len_y + kPad);
+  constexpr int64_t kTile = 32;  // tiles keep the transposed writes in cache
+  for (int64_t j0 = 0; j0 < nx; j0 += kTile)
+    for (int64_t i0 = 0; i0 < ny; i0 += kTile)
+      for (int64_t j = j0; j < std::min(j0 + kTile, nx); ++j)
+        for (int64_t i = i0; i < std::min(i0 + kTile, ny); ++i) columns[j * len_x + kPad + i] = img[i * nx + j];
+  parallel_items(n_views, [&](int64_t v0, int64_t v1) {
+    alignas(32) float alpha[8], beta[8], sums[8];
+    int64_t ray_of_lane[8];
+    for (int64_t v = v0; v < v1; ++v) {
+      const float* view_rays = rays + v * n_det * RAY_FIELDS;
+      for (int64_t c0 = 0; c0 < n_det; c0 += 8) {
+        const int64_t n = std::min<int64_t>(8, n_det - c0);
+        for (const bool x_major : {true, false}) {
+          const int64_t n_minor = x_major ? ny : nx, n_major = x_major ? nx : ny;
+          int64_t lanes = 0, first = std::numeric_limits<int64_t>::max(), last = -1;
+          for (int64_t c = c0; c < c0 + n; ++c) {
+            const float* ray = view_rays + c * RAY_FIELDS;
+            if ((ray[3] != 0.0f) != x_major) continue;
+            int64_t lo, hi;
+            clip_march<float>(ray[0], ray[1], -1.5f, float(n_minor) + 0.5f, n_major, &lo, &hi);
+            if (lo <= hi) {
+              first = std::min(first, lo);
+              last = std::max(last, hi);
+            }
+            alpha[lanes] = ray[0];
+            beta[lanes] = ray[1];
+            ray_of_lane[lanes++] = c;
+          }
+          if (lanes == 0) continue;
+          for (int64_t l = lanes; l < 8; ++l) {
+            alpha[l] = alpha[0];
+            beta[l] = beta[0];
+          }
+          std::fill(sums, sums + 8, 0.0f);
+          if (first <= last)
+            march_sum_8_rays(x_major ? columns.data() : rows.data(), x_major ? len_x : len_y, n_minor, alpha, beta,
+                             first, last, sums);
+          for (int64_t l = 0; l < lanes; ++l)
+            out[v * n_det + ray_of_lane[l]] = view_rays[ray_of_lane[l] * RAY_FIELDS + 2] * sums[l];
+        }
       }
     }
   });
@@ -160,6 +279,97 @@ void forward_lanes_impl(const T* img, const T* rays, T* out, int64_t batch, int6
       }
     }
   });
+}
+
+
+// Adjoint of one image, ray-driven but by output lines: the transpose of
+// forward_impl, sample for sample (the positions and clipped ranges of
+// march_sum).  x-major rays add their taps to the columns of the image, y-major
+// rays to its rows: each pass takes groups of kLinesPerItem lines and adds to
+// them, view by view and ray group by ray group (splat_ray_group), the samples
+// that every ray of its kind takes on them.  Each output value is summed by one
+// item in a fixed order (views, then rays), so the result is the same to the
+// bit for any number of threads, with no private copies of the image.  The
+// rays' numbers are laid out once per pass, by groups of V::width (missing
+// rays never sample a line).
+// Whether some view of a ray table has both x-major and y-major rays (a fan
+// beam whose rays cross a diagonal direction).
+template <typename T>
+bool mixes_ray_kinds(const T* rays, int64_t n_views, int64_t n_det) {
+  for (int64_t v = 0; v < n_views; ++v)
+    for (int64_t c = 1; c < n_det; ++c)
+      if ((rays[(v * n_det + c) * RAY_FIELDS + 3] != T(0)) != (rays[v * n_det * RAY_FIELDS + 3] != T(0))) return true;
+  return false;
+}
+
+template <typename T>
+using SplatRayGroup = void (*)(T*, int64_t, int64_t, int64_t, const T*, const T*, const T*, const int32_t*,
+                               const int32_t*);
+
+template <class V, typename T>
+void adjoint_lines_impl(SplatRayGroup<T> splat_ray_group, const T* sino, const T* rays, T* out, int64_t n_views,
+                        int64_t n_det, int64_t ny, int64_t nx, T* columns) {
+  constexpr int64_t W = V::width;
+  const int64_t n_det_padded = (n_det + W - 1) / W * W;
+  const int64_t table_size = n_views * n_det_padded;
+  // Per pass (0: y-major rays, by rows; 1: x-major rays, by columns) and view, the rays' numbers.
+  std::vector<T> shifted(2 * table_size), slope(2 * table_size), value(2 * table_size);
+  std::vector<int32_t> first(2 * table_size), last(2 * table_size);
+  std::vector<char> view_has_rays(2 * n_views);
+  at::parallel_for(0, n_views, 1, [&](int64_t v0, int64_t v1) {
+    for (int64_t v = v0; v < v1; ++v) {
+      for (int pass = 0; pass < 2; ++pass) {
+        const bool x_major = pass == 1;
+        const int64_t n_major = x_major ? nx : ny, n_minor = x_major ? ny : nx;
+        view_has_rays[pass * n_views + v] = 0;
+        for (int64_t c = 0; c < n_det_padded; ++c) {
+          const int64_t q = pass * table_size + v * n_det_padded + c;
+          const T* ray = rays + (v * n_det + c) * RAY_FIELDS;
+          int64_t lo = 0, hi = -1;
+          if (c < n_det && (ray[3] != T(0)) == x_major)
+            clip_march<T>(ray[0], ray[1], T(-1.5), T(n_minor) + T(0.5), n_major, &lo, &hi);
+          const bool samples = lo <= hi;
+          shifted[q] = samples ? ray[0] + T(kPad) : T(0);
+          slope[q] = samples ? ray[1] : T(0);
+          value[q] = samples ? ray[2] * sino[v * n_det + c] : T(0);
+          first[q] = samples ? int32_t(lo) : 1;
+          last[q] = samples ? int32_t(hi) : 0;
+          view_has_rays[pass * n_views + v] |= samples;
+        }
+      }
+    }
+  });
+  // Items: blocks of kLinesPerItem rows (y-major rays), then of columns (x-major rays).
+  const int64_t row_items = (ny + kLinesPerItem - 1) / kLinesPerItem;
+  const int64_t items = row_items + (nx + kLinesPerItem - 1) / kLinesPerItem;
+  parallel_items(items, [&](int64_t t0, int64_t t1) {
+    std::vector<T> lines(kLinesPerItem * (std::max(nx, ny) + 2 * kPad));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int pass = t < row_items ? 0 : 1;
+      const int64_t n_major = pass ? nx : ny, n_minor = pass ? ny : nx, line_len = n_minor + 2 * kPad;
+      T* dest = pass ? columns : out;  // columns: the image transposed, (nx, ny)
+      const int64_t m0 = (pass ? t - row_items : t) * kLinesPerItem, count = std::min(kLinesPerItem, n_major - m0);
+      std::fill(lines.begin(), lines.end(), T(0));
+      for (int64_t v = 0; v < n_views; ++v) {
+        if (!view_has_rays[pass * n_views + v]) continue;
+        for (int64_t c = 0; c < n_det_padded; c += W) {
+          const int64_t q = pass * table_size + v * n_det_padded + c;
+          splat_ray_group(lines.data(), line_len, m0, count, shifted.data() + q, slope.data() + q, value.data() + q,
+                          first.data() + q, last.data() + q);
+        }
+      }
+      for (int64_t l = 0; l < count; ++l)
+        std::copy(lines.data() + l * line_len + kPad, lines.data() + l * line_len + kPad + n_minor,
+                  dest + (m0 + l) * n_minor);
+    }
+  });
+  // out[i, j] = (rows' sum) + columns[j, i], by tiles so that the transposed reads stay in cache.
+  // Serial: a pass over the image is small beside the adjoint, and each parallel region
+  // costs a wait for every thread (long on a loaded machine).
+  constexpr int64_t kTile = 32;
+  for (int64_t i0 = 0; i0 < ny; i0 += kTile)
+    for (int64_t j = 0; j < nx; ++j)
+      for (int64_t i = i0; i < std::min(i0 + kTile, ny); ++i) out[i * nx + j] += columns[j * ny + i];
 }
 
 // Adjoint, ray-driven: the literal transpose of forward_lanes_impl.  Views
@@ -261,6 +471,13 @@ at::Tensor joseph2d_forward_cpu(const at::Tensor& image, const at::Tensor& rays,
   auto out = at::empty({batch, n_views, n_det}, image.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "joseph2d_forward_cpu", [&] {
+    if constexpr (std::is_same_v<scalar_t, float>) {
+      if (batch == 1 && simd::use_avx2()) {
+        forward_ray_groups(img.data_ptr<float>(), ray_table.data_ptr<float>(), out.data_ptr<float>(), n_views, n_det,
+                           ny, nx);
+        return;
+      }
+    }
     // Image lanes pay off only with SIMD; the portable build takes one image at a time.
     auto impl = batch > 1 && simd::use_avx2() ? forward_lanes_impl<scalar_t> : forward_impl<scalar_t>;
     impl(img.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), batch, n_views, n_det,
@@ -278,8 +495,22 @@ at::Tensor joseph2d_adjoint_cpu(const at::Tensor& sino, const at::Tensor& rays, 
   auto out = at::empty({batch, ny, nx}, sino.options());  // every element is written below
   if (out.numel() == 0 || n_views == 0) return out.zero_();
   AT_DISPATCH_FLOATING_TYPES(sino.scalar_type(), "joseph2d_adjoint_cpu", [&] {
-    adjoint_scatter_impl<scalar_t>(s.data_ptr<scalar_t>(), ray_table.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-                                   batch, n_views, n_det, ny, nx);
+    const scalar_t* sino_data = s.data_ptr<scalar_t>();
+    const scalar_t* ray_data = ray_table.data_ptr<scalar_t>();
+    scalar_t* out_data = out.data_ptr<scalar_t>();
+    if (batch > 1 || mixes_ray_kinds(ray_data, n_views, n_det)) {
+      adjoint_scatter_impl<scalar_t>(sino_data, ray_data, out_data, batch, n_views, n_det, ny, nx);
+      return;
+    }
+    std::vector<scalar_t> columns(ny * nx);
+    if (simd::use_avx2())
+      adjoint_lines_impl<simd::Avx2<scalar_t>, scalar_t>(avx2::splat_ray_group<simd::Avx2<scalar_t>, scalar_t>,
+                                                         sino_data, ray_data, out_data, n_views, n_det, ny, nx,
+                                                         columns.data());
+    else
+      adjoint_lines_impl<simd::Scalar<scalar_t>, scalar_t>(portable::splat_ray_group<simd::Scalar<scalar_t>, scalar_t>,
+                                                           sino_data, ray_data, out_data, n_views, n_det, ny, nx,
+                                                           columns.data());
   });
   return out;
 }

@@ -48,6 +48,21 @@ struct Scalar {
   static real max(real a, real b) { return a > b ? a : b; }
   static real min(real a, real b) { return a < b ? a : b; }
   static mask and_mask(mask a, mask b) { return a && b; }
+  static index load_index(const int32_t* p) { return *p; }
+  static bool any(mask m) { return m; }
+  static real keep(mask m, real a) { return m ? a : T(0); }  // a where m, else 0
+  static index keep_index(mask m, index k) { return m ? k : 0; }
+  // Pairs (a[lane], b[lane]) stored at pairs + 2 s for s in [0, width), lane = pair_lane[s];
+  // add_pair adds one such pair to two neighbouring values.
+  static constexpr int pair_lane[1] = {0};
+  static void store_pairs(T* pairs, real a, real b) {
+    pairs[0] = a;
+    pairs[1] = b;
+  }
+  static void add_pair(T* dst, const T* pair) {
+    dst[0] += pair[0];
+    dst[1] += pair[1];
+  }
 };
 
 // ---- AVX2, float: 8 lanes -----------------------------------------------------------------------
@@ -91,6 +106,20 @@ struct Avx2<float> {
   KO_AVX2 static real max(real a, real b) { return _mm256_max_ps(a, b); }
   KO_AVX2 static real min(real a, real b) { return _mm256_min_ps(a, b); }
   KO_AVX2 static mask and_mask(mask a, mask b) { return _mm256_and_si256(a, b); }
+  KO_AVX2 static index load_index(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  KO_AVX2 static bool any(mask m) { return !_mm256_testz_si256(m, m); }
+  KO_AVX2 static real keep(mask m, real a) { return _mm256_and_ps(_mm256_castsi256_ps(m), a); }
+  KO_AVX2 static index keep_index(mask m, index k) { return _mm256_and_si256(m, k); }
+  static constexpr int pair_lane[8] = {0, 1, 4, 5, 2, 3, 6, 7};  // the unpack instructions' order
+  KO_AVX2 static void store_pairs(float* pairs, real a, real b) {
+    _mm256_storeu_ps(pairs, _mm256_unpacklo_ps(a, b));
+    _mm256_storeu_ps(pairs + 8, _mm256_unpackhi_ps(a, b));
+  }
+  KO_AVX2 static void add_pair(float* dst, const float* pair) {  // one 64-bit load, add and store
+    const __m128 sum = _mm_add_ps(_mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(dst))),
+                                  _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(pair))));
+    _mm_store_sd(reinterpret_cast<double*>(dst), _mm_castps_pd(sum));
+  }
 };
 
 // ---- AVX2, double: 4 lanes (int32 indices in a 128-bit register) ------------------------------
@@ -130,6 +159,18 @@ struct Avx2<double> {
   KO_AVX2 static real max(real a, real b) { return _mm256_max_pd(a, b); }
   KO_AVX2 static real min(real a, real b) { return _mm256_min_pd(a, b); }
   KO_AVX2 static mask and_mask(mask a, mask b) { return _mm_and_si128(a, b); }
+  KO_AVX2 static index load_index(const int32_t* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+  KO_AVX2 static bool any(mask m) { return !_mm_testz_si128(m, m); }
+  KO_AVX2 static real keep(mask m, real a) { return _mm256_and_pd(_mm256_castsi256_pd(_mm256_cvtepi32_epi64(m)), a); }
+  KO_AVX2 static index keep_index(mask m, index k) { return _mm_and_si128(m, k); }
+  static constexpr int pair_lane[4] = {0, 2, 1, 3};  // the unpack instructions' order
+  KO_AVX2 static void store_pairs(double* pairs, real a, real b) {
+    _mm256_storeu_pd(pairs, _mm256_unpacklo_pd(a, b));
+    _mm256_storeu_pd(pairs + 4, _mm256_unpackhi_pd(a, b));
+  }
+  KO_AVX2 static void add_pair(double* dst, const double* pair) {  // one 128-bit load, add and store
+    _mm_storeu_pd(dst, _mm_add_pd(_mm_loadu_pd(dst), _mm_loadu_pd(pair)));
+  }
 };
 
 // True when this CPU can run the Avx2<> instantiations.
