@@ -392,9 +392,10 @@ def main(argv=None) -> int:
     rows, images = [], {}
     for name, training, module, budget in models:
         print(f"== evaluating {name} ({training})", flush=True)
+        t0 = time.perf_counter()
         results, pictures = evaluate(module, tests, roi, volume, geometry, scale, args.device)
         rows.append({"model": name, "training": training, "parameters": count_parameters(module),
-                     **(budget or {}), "results": results})
+                     **(budget or {}), "evaluation_minutes": (time.perf_counter() - t0) / 60, "results": results})
         images[(name, training)] = pictures
     evaluation_minutes = (time.perf_counter() - t_eval) / 60
 
