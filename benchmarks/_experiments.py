@@ -1,12 +1,47 @@
-"""Shared by the learned-model experiments (adler_ellipses.py, derived_rebinning.py, limited_angle.py): training a
+"""Shared by the learned-model experiments (adler_ellipses.py, limited_angle.py, robustness.py,
+sample_efficiency.py, derived_rebinning.py): their common command line and folders, and training a
 config through the harness into a checkpoint folder, resumed or reused."""
 from __future__ import annotations
 
+import argparse
+import tempfile
 from pathlib import Path
 
 from recon.training import fit, load_checkpoint, model_from_config
 
-__all__ = ["train_or_load"]
+__all__ = ["experiment_folders", "experiment_parser", "train_or_load"]
+
+
+def experiment_parser(doc: str, runs_default: str) -> argparse.ArgumentParser:
+    """The options every experiment takes (its own are added by the caller): the scale, --quick, the device,
+    --evaluate-only, the results and checkpoint folders, --no-progress. ``doc``: the script's docstring;
+    ``runs_default``: the default checkpoint folder, for the help text."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--scale", choices=("cpu", "full"), default="cpu")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (seconds), for the tests")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--evaluate-only", action="store_true", help="evaluate saved checkpoints, train nothing")
+    parser.add_argument("--output-dir", help="results folder (default benchmarks/results; --quick: a temporary one)")
+    parser.add_argument("--runs-dir", help=f"checkpoint folder (default {runs_default}; --quick: under the output folder)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def experiment_folders(args, name: str, results: Path, runs_root: Path | None):
+    """(scale name, results folder, checkpoint folder) from the parsed options: --quick writes into a new
+    temporary folder with its checkpoints under it; otherwise ``results`` and ``runs_root/<scale>``
+    (None when ``runs_root`` is None: the experiment keeps its models elsewhere)."""
+    scale_name = "quick" if args.quick else args.scale
+    if args.output_dir:
+        out = Path(args.output_dir)
+    else:
+        out = Path(tempfile.mkdtemp(prefix=f"{name}_quick_")) if args.quick else results
+    out.mkdir(parents=True, exist_ok=True)
+    if args.runs_dir:
+        runs = Path(args.runs_dir)
+    else:
+        runs = out / "runs" if args.quick else (runs_root / scale_name if runs_root is not None else None)
+    return scale_name, out, runs
 
 
 def train_or_load(config: dict, out: Path, evaluate_only: bool, progress: bool, model=None):

@@ -22,12 +22,10 @@ there and a finished one is reused.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +41,7 @@ import known_ops as ko  # noqa: E402
 import phantoms  # noqa: E402
 import recon  # noqa: E402
 from _analytic_experiments import _FBP, _ao_setup, _tv_batch, tune_fbp_cutoff, tune_tv_lam  # noqa: E402
-from _experiments import train_or_load  # noqa: E402
+from _experiments import experiment_folders, experiment_parser, train_or_load  # noqa: E402
 from _timing import machine_info  # noqa: E402
 from recon.learned import count_parameters  # noqa: E402
 from recon.training import resolve_config  # noqa: E402
@@ -352,22 +350,11 @@ def figures(result: dict, images: dict, truth: torch.Tensor, out: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", choices=("cpu", "full"), default="cpu")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (seconds), for the tests")
-    parser.add_argument("--device", default="cpu")
+    parser = experiment_parser(__doc__, "runs/experiments/adler_ellipses/<scale>")
     parser.add_argument("--rows", nargs="*", default=list(ROWS), choices=ROWS)
-    parser.add_argument("--evaluate-only", action="store_true", help="evaluate saved checkpoints, train nothing")
-    parser.add_argument("--output-dir", help="results folder (default benchmarks/results; --quick: a temporary one)")
-    parser.add_argument("--runs-dir", help=f"checkpoint folder (default {RUNS.relative_to(ROOT)}/<scale>)")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    scale_name = "quick" if args.quick else args.scale
+    scale_name, out, runs = experiment_folders(args, NAME, HERE / "results", RUNS)
     scale = SCALES[scale_name]
-    out = Path(args.output_dir) if args.output_dir else (Path(tempfile.mkdtemp(prefix=f"{NAME}_quick_")) if args.quick
-                                                         else HERE / "results")
-    out.mkdir(parents=True, exist_ok=True)
-    runs = Path(args.runs_dir) if args.runs_dir else (out / "runs" if args.quick else RUNS / scale_name)
     t_start = time.perf_counter()
     torch.manual_seed(0)
     volume, geometry, _ = _ao_setup(scale["size"], scale["n_views"])

@@ -21,12 +21,10 @@ Writes ``benchmarks/results/derived_rebinning.{json,md}`` and ``derived_rebinnin
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -43,7 +41,7 @@ import phantoms  # noqa: E402
 import recon  # noqa: E402
 from _timing import machine_info  # noqa: E402
 from recon.learned import count_parameters  # noqa: E402
-from _experiments import train_or_load  # noqa: E402
+from _experiments import experiment_folders, experiment_parser, train_or_load  # noqa: E402
 from recon.training import model_from_config, resolve_config  # noqa: E402
 
 NAME = "derived_rebinning"
@@ -134,21 +132,10 @@ def trained_network(n_parallel: int, scale_name: str, scale: dict, volume, paral
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", choices=("cpu", "full"), default="cpu")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--evaluate-only", action="store_true")
-    parser.add_argument("--output-dir")
-    parser.add_argument("--runs-dir")
-    parser.add_argument("--no-progress", action="store_true")
+    parser = experiment_parser(__doc__, "runs/experiments/derived_rebinning/<scale>")
     args = parser.parse_args(argv)
-    scale_name = "quick" if args.quick else args.scale
+    scale_name, out, runs = experiment_folders(args, NAME, HERE / "results", RUNS)
     scale = SCALES[scale_name]
-    out = Path(args.output_dir) if args.output_dir else (Path(tempfile.mkdtemp(prefix=f"{NAME}_quick_")) if args.quick
-                                                         else HERE / "results")
-    out.mkdir(parents=True, exist_ok=True)
-    runs = Path(args.runs_dir) if args.runs_dir else (out / "runs" if args.quick else RUNS / scale_name)
     t_start = time.perf_counter()
     torch.manual_seed(0)
     rows, images = [], {}

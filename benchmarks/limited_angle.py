@@ -37,12 +37,10 @@ Importable set-up (the robustness experiment re-uses it; keep these names stable
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -59,7 +57,7 @@ import known_ops as ko  # noqa: E402
 import phantoms  # noqa: E402
 import recon  # noqa: E402
 from _analytic_experiments import _FBP, _fan_det_count, _tv_batch, tune_fbp_cutoff, tune_tv_lam  # noqa: E402
-from _experiments import train_or_load  # noqa: E402
+from _experiments import experiment_folders, experiment_parser, train_or_load  # noqa: E402
 from _timing import machine_info  # noqa: E402
 from recon.learned import LearnedFBP, VariationalNetwork, count_parameters  # noqa: E402
 from recon.training import build_model, resolve_config, seed_everything, volume_and_geometry  # noqa: E402
@@ -730,25 +728,14 @@ def plan_text(scale_name: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", choices=("cpu", "full"), default="cpu")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (seconds), for the tests")
-    parser.add_argument("--device", default="cpu")
+    parser = experiment_parser(__doc__, "runs/experiments/limited_angle/<scale>")
     parser.add_argument("--arcs", nargs="*", default=None, help="a subset of the arcs (short 180 160 140 120)")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--no-cone", action="store_true", help="skip the 3D cone-beam part")
-    parser.add_argument("--evaluate-only", action="store_true", help="evaluate saved checkpoints, train nothing")
-    parser.add_argument("--output-dir", help="results folder (default benchmarks/results; --quick: a temporary one)")
-    parser.add_argument("--runs-dir", help=f"checkpoint folder (default {RUNS.relative_to(ROOT)}/<scale>)")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    scale_name = "quick" if args.quick else args.scale
+    scale_name, out, runs = experiment_folders(args, NAME, HERE / "results", RUNS)
     s = SCALES[scale_name]
     arcs = s["arcs"] if args.arcs is None else [a if a == "short" else int(a) for a in args.arcs]
-    out = Path(args.output_dir) if args.output_dir else (Path(tempfile.mkdtemp(prefix=f"{NAME}_quick_")) if args.quick
-                                                         else HERE / "results")
-    out.mkdir(parents=True, exist_ok=True)
-    runs = Path(args.runs_dir) if args.runs_dir else (out / "runs" if args.quick else RUNS / scale_name)
     progress = not args.no_progress
     t_start = time.perf_counter()
     volume = volume_for(s)

@@ -32,12 +32,10 @@ missing ones are trained (the noise-trained ones are the limited-angle experimen
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,6 +52,7 @@ import phantoms  # noqa: E402
 import recon  # noqa: E402
 from _robustness import (adversarial_perturbation, contrast_recovery, edge_shift, error_measures,  # noqa: E402
                          false_structures, ood_phantoms, poisson_sinograms, random_perturbation, relative_noise)
+from _experiments import experiment_folders, experiment_parser  # noqa: E402
 from _timing import machine_info  # noqa: E402
 from recon.learned import count_parameters  # noqa: E402
 
@@ -347,24 +346,12 @@ def figures(result: dict, images: dict, tests: dict, out: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", choices=("cpu", "full"), default="cpu")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (seconds), for the tests")
-    parser.add_argument("--device", default="cpu")
+    parser = experiment_parser(__doc__, "runs/experiments/limited_angle/<scale>")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--trainings", nargs="*", default=list(TRAININGS), choices=list(TRAININGS))
-    parser.add_argument("--evaluate-only", action="store_true", help="evaluate saved checkpoints, train nothing")
-    parser.add_argument("--output-dir", help="results folder (default benchmarks/results; --quick: a temporary one)")
-    parser.add_argument("--runs-dir", help="checkpoint folder (default limited_angle.py's runs/experiments/"
-                                           "limited_angle/<scale>; --quick: under the output folder)")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    scale_name = "quick" if args.quick else args.scale
+    scale_name, out, runs = experiment_folders(args, NAME, HERE / "results", None)
     scale = SCALES[scale_name]
-    out = Path(args.output_dir) if args.output_dir else (Path(tempfile.mkdtemp(prefix=f"{NAME}_quick_")) if args.quick
-                                                         else HERE / "results")
-    out.mkdir(parents=True, exist_ok=True)
-    runs = Path(args.runs_dir) if args.runs_dir else (out / "runs" if args.quick else None)
     t_start = time.perf_counter()
     torch.manual_seed(0)
 

@@ -29,10 +29,8 @@ interrupted run resumes there and a finished one is reused.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -46,7 +44,7 @@ import torch  # noqa: E402
 
 import adler_ellipses as adler  # noqa: E402
 from _analytic_experiments import _ao_setup  # noqa: E402
-from _experiments import train_or_load  # noqa: E402
+from _experiments import experiment_folders, experiment_parser, train_or_load  # noqa: E402
 from _timing import machine_info  # noqa: E402
 from recon.learned import count_parameters  # noqa: E402
 from recon.training import resolve_config, training_data_from_config  # noqa: E402
@@ -261,30 +259,19 @@ def figure(result: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scale", choices=("cpu", "full"), default="cpu")
-    parser.add_argument("--quick", action="store_true", help="tiny sizes and budgets (seconds), for the tests")
-    parser.add_argument("--device", default="cpu")
+    parser = experiment_parser(__doc__, "runs/experiments/sample_efficiency/<scale>")
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
     parser.add_argument("--pools", nargs="*", type=int,
                         help="pool sizes (distinct training phantoms), 0 for the unlimited stream (default: the scale's)")
     parser.add_argument("--steps", type=int, help="override every model's steps (a shorter check; keeps the batch)")
-    parser.add_argument("--evaluate-only", action="store_true", help="evaluate saved checkpoints, train nothing")
-    parser.add_argument("--output-dir", help="results folder (default benchmarks/results; --quick: a temporary one)")
-    parser.add_argument("--runs-dir", help=f"checkpoint folder (default {RUNS.relative_to(ROOT)}/<scale>)")
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     if args.pools is not None and any(p < 0 for p in args.pools):
         parser.error("--pools: sizes must be positive, or 0 for the unlimited stream")
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be a positive integer")
-    scale_name = "quick" if args.quick else args.scale
+    scale_name, out, runs = experiment_folders(args, NAME, HERE / "results", RUNS)
     scale = SCALES[scale_name]
     pools = scale["pools"] if args.pools is None else tuple(p or None for p in args.pools)
-    out = Path(args.output_dir) if args.output_dir else (Path(tempfile.mkdtemp(prefix=f"{NAME}_quick_")) if args.quick
-                                                         else HERE / "results")
-    out.mkdir(parents=True, exist_ok=True)
-    runs = Path(args.runs_dir) if args.runs_dir else (out / "runs" if args.quick else RUNS / scale_name)
     t_start = time.perf_counter()
     torch.manual_seed(0)
     adler_scale = adler.SCALES[scale_name]
