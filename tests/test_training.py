@@ -395,7 +395,10 @@ def test_shipped_config_resolves_and_trains_from_the_command_line(path, tmp_path
     small = json.loads(path.read_text())
     small.update(volume={"shape": [16, 16], "spacing": 1.0}, batch_size=2, validate_every=1, checkpoint_every=1,
                  png=False)
-    small["geometry"] = {"type": small["geometry"]["type"], "n_views": 8, "det_count": 23}
+    if small["geometry"]["type"] == "FanBeam2D":  # keep its distances and arc (the limited-angle scans)
+        small["geometry"].update(n_views=8, det_count=23)
+    else:
+        small["geometry"] = {"type": small["geometry"]["type"], "n_views": 8, "det_count": 23}
     small["model"]["params"].update(_SMALL.get(small["model"]["name"], {}))
     if small["model"]["name"] == "DerivedRebinning":
         small["model"]["params"]["fan_geometry"] = small["data"]["target"] = _SMALL_FAN
