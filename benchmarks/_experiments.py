@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from recon.training import fit, load_checkpoint, model_from_config
+from recon.training.checkpoint import check_same_training
 
 __all__ = ["experiment_folders", "experiment_parser", "train_or_load"]
 
@@ -47,13 +48,16 @@ def experiment_folders(args, name: str, results: Path, runs_root: Path | None):
 def train_or_load(config: dict, out: Path, evaluate_only: bool, progress: bool, model=None):
     """(model, step, training seconds) of a resolved ``config``: trained into ``out`` (resumed when a
     checkpoint is there and the run is not finished, reused when it is) or, with ``evaluate_only``,
-    loaded from ``out/last.pt`` (a missing checkpoint is then an error). ``model``: a ready-built
+    loaded from ``out/last.pt`` (a missing checkpoint is then an error). A checkpoint trained with another
+    config (other steps, data, model; the device may differ) is an error, never silently reused. ``model``: a ready-built
     model instead of ``model_from_config(config)`` (e.g. a network that starts from another trained
     model)."""
     if model is None:
         model = model_from_config(config)
     last = out / "last.pt"
     saved = load_checkpoint(last) if last.exists() else None
+    if saved is not None:
+        check_same_training(saved, config, last)
     if evaluate_only or (saved is not None and saved["step"] >= config["steps"]):
         if saved is None:
             raise FileNotFoundError(f"--evaluate-only: no checkpoint {last}; train first (without --evaluate-only)")

@@ -66,3 +66,26 @@ def test_a_pool_is_the_first_phantoms_of_the_training_stream_with_their_noise():
     data = training_data_from_config(small, volume, geometry)
     drawn = {[torch.equal(data.stream[k][1], y) for y in y_small].index(True) for k in range(6)}
     assert drawn == {0, 1, 2}  # two epochs of the pool visit only its three pairs
+
+
+def test_a_checkpoint_trained_with_another_config_is_never_reused(tmp_path):
+    """The experiments reuse a finished run's checkpoint; one trained for other steps (or data, or model)
+    must be an error, or the table would print the new budget beside the old model."""
+    import sample_efficiency
+    from _analytic_experiments import _ao_setup
+    from _experiments import train_or_load
+    from recon.training import CheckpointMismatchError
+    from recon.training.checkpoint import check_same_training
+
+    volume, geometry, _ = _ao_setup(32, 30)
+    config = sample_efficiency.run_config("LearnedFBP", "quick", 3, 2, 2, volume, geometry, "cpu")
+    trained, step, _ = train_or_load(config, tmp_path, evaluate_only=False, progress=False)
+    assert step == 2
+    reused, step, _ = train_or_load(config, tmp_path, evaluate_only=True, progress=False)
+    assert step == 2 and all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(),
+                                                                reused.state_dict().values()))
+    check_same_training({"config": dict(config, device="cuda")}, config)  # trained on a GPU, evaluated here
+    for changed in (dict(config, steps=1), dict(config, data=dict(config["data"], train_items=4))):
+        for evaluate_only in (False, True):
+            with pytest.raises(CheckpointMismatchError, match="another config"):
+                train_or_load(changed, tmp_path, evaluate_only=evaluate_only, progress=False)

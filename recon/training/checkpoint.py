@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 __all__ = ["FORMAT", "CheckpointMismatchError", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
-           "check_compatible"]
+           "check_compatible", "check_same_training"]
 
 FORMAT = "known-ops-training/1"
 
@@ -115,6 +115,18 @@ def _differences(old, new, limit: int = 4) -> list[str]:
         else:
             out.append(f"{key}: {a!r} in the checkpoint, {b!r} in the config")
     return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])
+
+
+def check_same_training(checkpoint: dict, config: dict, path="checkpoint", free=("device",)) -> None:
+    """Raise :class:`CheckpointMismatchError` naming what differs when ``checkpoint`` was trained with another
+    config than ``config`` (any entry but those in ``free``): reusing it would misreport the model's budget."""
+    saved = {k: v for k, v in checkpoint["config"].items() if k not in free}
+    wanted = {k: v for k, v in config.items() if k not in free}
+    if saved != wanted:
+        raise CheckpointMismatchError(
+            f"checkpoint {os.fspath(path)!r} was trained with another config: {'; '.join(_differences(saved, wanted))}. "
+            f"Delete its folder to train again, or train into a new folder"
+        )
 
 
 def check_compatible(checkpoint: dict, config: dict, path="checkpoint") -> None:
