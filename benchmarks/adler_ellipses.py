@@ -60,12 +60,13 @@ PUBLISHED_LPD = "more than 6 dB above every compared method (Adler and Oektem, I
 
 # Learned rows: (shipped config, model parameters for the quick scale, training steps and batch per scale).
 # CPU steps are sized from benchmarks/results/training_speed.md (2 vCPUs) so that a run takes about
-# 10 minutes with its data simulation and validation; LearnedGradient keeps the paper's batch of 20.
+# 10 minutes with its data simulation and validation; LearnedGradient keeps the paper's batch of 20 (5.5 s a
+# step on an idle machine, measured by sample_efficiency.py, hence 110 steps).
 LEARNED = {
     "FBP + U-Net": ("adler_ellipses_unet", {"features": 4, "depth": 2},
                     {"cpu": (550, 5), "full": (100_000, 5)}),
     "LearnedGradient": ("adler_ellipses_learned_gradient", {"hidden": 8, "n_iter": 2},
-                        {"cpu": (140, 20), "full": (100_000, 20)}),
+                        {"cpu": (110, 20), "full": (100_000, 20)}),
     "LearnedPrimal": ("adler_ellipses_learned_primal", {"hidden": 8, "n_iter": 2},
                       {"cpu": (550, 5), "full": (100_000, 5)}),
     "LearnedPrimalDual": ("adler_ellipses_learned_primal_dual", {"hidden": 8, "n_iter": 2},
