@@ -109,11 +109,12 @@ def _tv_batch(A, y: torch.Tensor, lams, n_iter: int, nonneg: bool) -> torch.Tens
     and the result multiplied by lam, all in one batched call (float32)."""
     lams = torch.as_tensor(lams, dtype=torch.float64)
     shape = (-1,) + (1,) * y.dim()
+    batch = y.shape[: y.dim() - len(A.range_shape)]  # 2D or 3D: the leading dims before one sinogram
     scaled = (y.unsqueeze(0) / lams.view(shape)).to(torch.float32)
     with torch.no_grad():
         x = recon.tv_pdhg(A, scaled.reshape(-1, *A.range_shape), 1.0, n_iter=n_iter, nonneg=nonneg,
                           precondition=True)
-    x = x.to(torch.float64).reshape(len(lams), *y.shape[:-2], *A.domain_shape)
+    x = x.to(torch.float64).reshape(len(lams), *batch, *A.domain_shape)
     return x * lams.view(shape)
 
 
@@ -136,11 +137,13 @@ def tune_fbp_cutoff(fbp: "_FBP", x_train: torch.Tensor, y_train: torch.Tensor, c
 def tune_tv_lam(A, x_train: torch.Tensor, y_train: torch.Tensor, coarse_lams, coarse_iter: int, refine_exponents,
                 n_iter: int, nonneg: bool = False):
     """The TV weight with the best mean PSNR on a training set: a coarse grid with short runs, then a fine
-    grid ``best * 2**e`` with ``n_iter`` iterations; returns (lam, coarse scores, fine scores)."""
+    grid ``best * 2**e`` with ``n_iter`` iterations; returns (lam, coarse scores, fine scores). 2D or 3D
+    (the PSNR is taken over each whole image or volume)."""
+    ndim = len(A.domain_shape)
 
     def scores(lams, iterations):
         sol = _tv_batch(A, y_train, lams, iterations, nonneg=nonneg)
-        return {float(l): float(recon.psnr(s, x_train).mean()) for l, s in zip(lams, sol)}
+        return {float(l): float(recon.psnr(s, x_train, ndim=ndim).mean()) for l, s in zip(lams, sol)}
 
     coarse = scores(coarse_lams, coarse_iter)
     best = max(coarse, key=coarse.get)

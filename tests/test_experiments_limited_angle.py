@@ -71,7 +71,7 @@ def test_quick_run_writes_tables_figures_and_reuses_checkpoints(tmp_path, one_th
         if r["kind"] == "learned":
             assert r["trained_steps"] == 2 and r["parameters"] > 0 and r["loss_first"] is not None
     assert result["machine"] and result["seeds"]["test"] == limited_angle.TEST_SEED
-    assert [r["row"] for r in result["cone"]["rows"]] == ["FDK (Parker)", "LearnedFBP (FDK)", "SIRT"]
+    assert [r["row"] for r in result["cone"]["rows"]] == ["FDK (Parker)", "LearnedFBP (FDK)", "SIRT", "TV"]
     table = (tmp_path / "limited_angle_quick.md").read_text()
     assert "Wuerfl" in table and "+23 %" in table and "steps x batch" in table
     for figure in ("weights", "images", "cone"):
