@@ -111,9 +111,10 @@ SCALES = {
                 n_tune=4, cutoffs=[round(0.1 * k, 1) for k in range(3, 11)], cutoff_refine=0.05,
                 tv_coarse=[2.0**k for k in range(-2, 4)], tv_coarse_iter=150, tv_refine=[-0.5, 0.0, 0.5],
                 tv_iter=400, sirt_iters=[25, 50, 100, 200, 400, 800],
-                # 3D TV: about 0.3 s a volume-iteration at 64^3 (108 views): tuning and test about 10 minutes.
+                # 3D TV: about 0.1 s a volume-iteration at 64^3 (108 views): tuning and test about 4 minutes.
                 cone=dict(size=64, spacing=2.0, du=6.0, step_deg=2.0, n_train=64, steps=(300, 2),
-                          sirt_iters=[20, 40, 80, 160, 320], tv_coarse=[0.25, 1.0, 4.0, 16.0], tv_coarse_iter=80,
+                          sirt_iters=[20, 40, 80, 160, 320], tv_coarse=[2.0**k for k in range(-6, 5, 2)],
+                          tv_coarse_iter=80,
                           tv_refine=[-1.0, 0.0, 1.0], tv_iter=200)),
     "full": dict(size=128, spacing=1.0, d_so=300.0, d_od=300.0, du=2.0, step_deg=1.0, arcs=ARCS,
                  n_test=100, validate_every=1000,
@@ -558,7 +559,8 @@ def cone_part(scale_name: str, device: str, evaluate_only: bool, progress: bool,
                         f"{geometry.det_shape[1]} of {c['du']:g} mm, {geometry.n_views} views of {c['step_deg']:g} "
                         "deg (180 + fan angle); test: the 3D modified Shepp-Logan phantom, exact projections + "
                         f"{NOISE:.0%} Gaussian noise; training: random ellipsoid volumes projected by A (Joseph)"),
-              "data_minutes": data_minutes, "rows": rows, "weights": weights_of(module)[:, 0].tolist(),
+              "data_minutes": data_minutes, "rows": rows,
+              "tuning_range": [float(x_tune.min()), float(x_tune.max())], "weights": weights_of(module)[:, 0].tolist(),
               "parker": ko.parker_weights(geometry, reduced_scan=True).expand(geometry.n_views, 1,
                                                                               geometry.det_shape[1])[:, 0].tolist()}
     middle = {name: v[v.shape[0] // 2] for name, v in images.items()}
@@ -655,7 +657,11 @@ def markdown(result: dict) -> str:
                          f"{r.get('parameters', 0):,} | {r['setting']}; {r['minutes']:.1f} min |")
         lines += ["", "- 3D metrics over the whole volume (3D SSIM, 7^3 window); ROI: the central square in every "
                   "slice. The U-Net, VN and LearnedPrimalDual rows are 2D only (a gap: 3D convolutions on the CPU "
-                  "do not fit the budget)."]
+                  "do not fit the budget).",
+                  "- SIRT's iterations and TV's weight are tuned on 2 random ellipsoid volumes of the training law "
+                  "(values {:.2f} to {:.2f}), never on the test phantom, whose values span 0 to 1: the law's low "
+                  "contrast and many small ellipsoids favour weak regularisation, which transfers poorly to the "
+                  "Shepp-Logan phantom (TV most). The LearnedFBP trains on the same law.".format(*cone["tuning_range"])]
     return "\n".join(lines) + "\n"
 
 
