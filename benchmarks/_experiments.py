@@ -49,9 +49,9 @@ def train_or_load(config: dict, out: Path, evaluate_only: bool, progress: bool, 
     """(model, step, training seconds) of a resolved ``config``: trained into ``out`` (resumed when a
     checkpoint is there and the run is not finished, reused when it is) or, with ``evaluate_only``,
     loaded from ``out/last.pt`` (a missing checkpoint is then an error). A checkpoint trained with another
-    config (other steps, data, model; the device may differ) is an error, never silently reused. ``model``: a ready-built
-    model instead of ``model_from_config(config)`` (e.g. a network that starts from another trained
-    model)."""
+    config (other steps, data, model; the device may differ) is an error, never silently reused.
+    ``model``: a ready-built model instead of ``model_from_config(config)`` (e.g. a network that starts
+    from another trained model)."""
     if model is None:
         model = model_from_config(config)
     last = out / "last.pt"

@@ -114,8 +114,7 @@ SCALES = {
                 # 3D TV: about 0.1 s a volume-iteration at 64^3 (108 views): tuning and test about 4 minutes.
                 cone=dict(size=64, spacing=2.0, du=6.0, step_deg=2.0, n_train=64, steps=(300, 2),
                           sirt_iters=[20, 40, 80, 160, 320], tv_coarse=[2.0**k for k in range(-6, 5, 2)],
-                          tv_coarse_iter=80,
-                          tv_refine=[-1.0, 0.0, 1.0], tv_iter=200)),
+                          tv_coarse_iter=80, tv_refine=[-1.0, 0.0, 1.0], tv_iter=200)),
     "full": dict(size=128, spacing=1.0, d_so=300.0, d_od=300.0, du=2.0, step_deg=1.0, arcs=ARCS,
                  n_test=100, validate_every=1000,
                  train={name: ARCS for name in MODELS},
@@ -655,13 +654,14 @@ def markdown(result: dict) -> str:
                          f"{s['ssim_shepp_logan']:.3f} | {s['rmse_roi_shepp_logan']:.4f} | "
                          f"{s['psnr_roi_shepp_logan']:.2f} | {s['ssim_roi_shepp_logan']:.3f} | "
                          f"{r.get('parameters', 0):,} | {r['setting']}; {r['minutes']:.1f} min |")
+        low, high = cone["tuning_range"]
         lines += ["", "- 3D metrics over the whole volume (3D SSIM, 7^3 window); ROI: the central square in every "
                   "slice. The U-Net, VN and LearnedPrimalDual rows are 2D only (a gap: 3D convolutions on the CPU "
                   "do not fit the budget).",
                   "- SIRT's iterations and TV's weight are tuned on 2 random ellipsoid volumes of the training law "
-                  "(values {:.2f} to {:.2f}), never on the test phantom, whose values span 0 to 1: the law's low "
-                  "contrast and many small ellipsoids favour weak regularisation, which transfers poorly to the "
-                  "Shepp-Logan phantom (TV most). The LearnedFBP trains on the same law.".format(*cone["tuning_range"])]
+                  f"(values {low:.2f} to {high:.2f}), never on the test phantom, whose values span 0 to 1: the law's "
+                  "low contrast and many small ellipsoids favour weak regularisation, which transfers poorly to the "
+                  "Shepp-Logan phantom (TV most). The LearnedFBP trains on the same law."]
     return "\n".join(lines) + "\n"
 
 

@@ -103,17 +103,25 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 
 def _differences(old, new, limit: int = 4) -> list[str]:
-    """The keys in which two to_dict() descriptions differ, with the values when they are short."""
+    """The keys in which two to_dict() descriptions (or configs) differ, nested dicts as dotted keys, with the
+    values when they are not lists or dicts."""
     out = []
-    for key in sorted(set(old) | set(new), key=str):
-        a, b = old.get(key), new.get(key)
-        if a == b:
-            continue
-        if isinstance(a, list) and isinstance(b, list):
-            detail = f"{len(a)} entries" if len(a) == len(b) else f"{len(a)} vs {len(b)} entries"
-            out.append(f"{key} ({detail}, values differ)" if len(a) == len(b) else f"{key} ({detail})")
-        else:
-            out.append(f"{key}: {a!r} in the checkpoint, {b!r} in the config")
+
+    def walk(old, new, prefix):
+        for key in sorted(set(old) | set(new), key=str):
+            a, b = old.get(key), new.get(key)
+            if a == b:
+                continue
+            name = f"{prefix}{key}"
+            if isinstance(a, dict) and isinstance(b, dict):
+                walk(a, b, name + ".")
+            elif isinstance(a, list) and isinstance(b, list):
+                detail = f"{len(a)} entries" if len(a) == len(b) else f"{len(a)} vs {len(b)} entries"
+                out.append(f"{name} ({detail}, values differ)" if len(a) == len(b) else f"{name} ({detail})")
+            else:
+                out.append(f"{name}: {a!r} in the checkpoint, {b!r} in the config")
+
+    walk(old, new, "")
     return out[:limit] + ([f"and {len(out) - limit} more"] if len(out) > limit else [])
 
 
