@@ -203,6 +203,40 @@ def test_image_source_is_projected_on_the_device_with_seeded_noise():
     assert summary["step"] == 2 and math.isfinite(summary["loss"]) and "val_psnr" in summary["validation"]
 
 
+def test_image_source_with_given_sinograms_uses_them_with_the_same_noise(tmp_path):
+    vol, geo = ko.Volume((16, 16)), ko.ParallelBeam2D(ko.uniform_angles(8), 23)
+    images = torch.rand(5, 16, 16)
+    sinograms = ko.RayTransform(vol, geo)(images)
+    projected = TrainingData(ImageStream(images, seed=2), vol, geo, GaussianNoise(0.05), seed=2, global_batch=5)
+    given = TrainingData(ImageStream(images, seed=2, sinograms=sinograms, noise=GaussianNoise(0.05)), vol, geo,
+                         GaussianNoise(0.05), seed=2, global_batch=5)
+    assert given.operator is None  # nothing is projected
+    (x0, y0), = list(projected.batches(0, 1))
+    (x1, y1), = list(given.batches(0, 1))
+    assert torch.equal(x0, x1)
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-5)  # the same noise realisation per image
+    # Other clean data (e.g. exact line integrals) is used as given, not replaced by A x.
+    shifted = TrainingData(ImageStream(images, seed=2, sinograms=sinograms + 1.0), vol, geo, seed=2, global_batch=5)
+    (x2, y2), = list(shifted.batches(0, 1))
+    torch.testing.assert_close(y2, ko.RayTransform(vol, geo)(x2) + 1.0, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="sinograms.*4 sinograms for 5 images"):
+        ImageStream(images, sinograms=sinograms[:4])
+    # Through the config: data.sinograms is a file of (N, *geometry.shape), checked by shape and source.
+    torch.save(images, tmp_path / "images.pt")
+    torch.save(sinograms, tmp_path / "sinograms.pt")
+    torch.save(sinograms[:, :, :5], tmp_path / "wrong.pt")
+    data = {"source": "images", "images": str(tmp_path / "images.pt"), "sinograms": str(tmp_path / "sinograms.pt"),
+            "noise": {"type": "gaussian", "level": 0.05}, "validation": {"shepp_logan": False, "random_ellipses": 0}}
+    config = tiny_config(data=data, steps=2, batch_size=2)
+    summary = fit(model_from_config(config), config, validation_images=images[:2], progress=False)
+    assert summary["step"] == 2 and math.isfinite(summary["loss"])
+    config = resolve_config(tiny_config(data={**data, "sinograms": str(tmp_path / "wrong.pt")}))
+    with pytest.raises(ValueError, match=r"data.sinograms.*shape \(N, 8, 23\)"):
+        training_data_from_config(config, vol, geo)
+    with pytest.raises(ConfigError, match="data.sinograms.*only used with data.source 'images'"):
+        resolve_config(tiny_config(data={"sinograms": str(tmp_path / "sinograms.pt")}))
+
+
 def test_3d_geometry_trains_on_projected_images():
     config = tiny_config(volume={"shape": [4, 16, 16]},
                          geometry={"type": "ParallelBeam3D", "n_views": 8, "det_shape": [4, 23]},

@@ -30,7 +30,7 @@ _TOP = {
     "loss": "mse", "steps": 1000, "batch_size": 5, "validate_every": 100, "checkpoint_every": 100,
     "log_every": 10, "keep_best": True, "png": True, "amp": None, "compile": False, "device": "cpu",
 }
-_DATA = {"source": "random_ellipses", "images": None, "noise": None, "train_items": None, "ellipses": {},
+_DATA = {"source": "random_ellipses", "images": None, "sinograms": None, "noise": None, "train_items": None, "ellipses": {},
          "supersample": 4, "workers": 0, "validation": {}, "target": "image"}
 _VALIDATION = {"shepp_logan": True, "random_ellipses": 4, "images": None, "seed": VALIDATION_SEED}
 _OPTIM = {
@@ -209,6 +209,9 @@ def _resolve_data(user, seed: int, ndim: int) -> dict:
     data["images"] = _path(data["images"], "data.images")
     if data["source"] == "random_ellipses" and data["images"] is not None:
         _fail("data.images", "is only used with data.source 'images'")
+    data["sinograms"] = _path(data["sinograms"], "data.sinograms")
+    if data["sinograms"] is not None and data["source"] != "images":
+        _fail("data.sinograms", "is only used with data.source 'images'")
     if data["source"] == "random_ellipses" and ndim != 2:
         _fail("data.source", "'random_ellipses' simulates 2D data; use 'images' with a 3D geometry")
     noise = data["noise"]
@@ -225,6 +228,8 @@ def _resolve_data(user, seed: int, ndim: int) -> dict:
     data["workers"] = _integer(data["workers"], "data.workers", minimum=0)
     if data["target"] != "image":
         # Projections in another geometry (e.g. DerivedRebinning's fan sinograms), noise-free.
+        if data["sinograms"] is not None:
+            _fail("data.sinograms", "cannot be combined with data.target (the targets are projected by A_target)")
         target = make_geometry(data["target"], "data.target")
         if target.ndim != ndim:
             _fail("data.target", f"is {target.ndim}D but the volume is {ndim}D")

@@ -17,6 +17,9 @@ Sources:
 - :class:`ImageStream`: any tensor or dataset of images; the stream yields images and
   :class:`TrainingData` projects them on the training device (``y = A x`` with a
   ``known_ops.RayTransform``), then adds noise drawn from a generator seeded by (seed, image).
+  With ``sinograms`` (the clean data of each image, e.g. exact line integrals of analytic
+  phantoms or measured data), the stream yields ``(image, sinogram + noise)`` instead, with the
+  same per-image noise generator, and nothing is projected: no inverse crime.
 
 Everything here pickles, so a ``DataLoader`` may start its workers with ``spawn``.
 """
@@ -36,7 +39,7 @@ from phantoms.random_ellipses import RandomEllipsesDataset
 from .config import target_geometry
 
 __all__ = ["seeded_generator", "EllipseStream", "ImageStream", "StreamSampler", "TrainingData", "load_images",
-           "validation_set", "training_data_from_config"]
+           "load_sinograms", "validation_set", "training_data_from_config"]
 
 UNLIMITED = 2**62  # length of an unlimited stream (indices are mixed into 64-bit seeds)
 _ORDER, _NOISE, _VALIDATION = 1, 2, 3  # salts that keep the seeded streams apart
@@ -102,12 +105,17 @@ class EllipseStream(Dataset):
 class ImageStream(Dataset):
     """Stream item ``k`` -> ``(image, image index)`` from ``images``: a tensor ``(N, *volume.shape)``
     or a dataset whose items are images (or tuples whose first entry is the image); visited in a
-    fresh seeded order every epoch. ``train_items`` uses only the first ``train_items`` images."""
+    fresh seeded order every epoch. ``train_items`` uses only the first ``train_items`` images.
+    ``sinograms`` (``(N, *geometry.shape)``, the clean data of each image): item ``k`` is then
+    ``(image, sinogram + noise)``, the noise of image ``i`` drawn from the generator that
+    :meth:`TrainingData.project` would use for it."""
 
-    projects = True
-
-    def __init__(self, images, seed: int = 0, train_items: int | None = None):
+    def __init__(self, images, seed: int = 0, train_items: int | None = None, sinograms=None, noise=None):
         n = len(images)
+        self.projects = sinograms is None
+        if sinograms is not None and len(sinograms) != n:
+            raise ValueError(f"sinograms: {len(sinograms)} sinograms for {n} images; give one per image")
+        self.sinograms, self.noise, self.seed = sinograms, NoNoise() if noise is None else noise, seed
         if train_items is not None:
             if train_items > n:
                 raise ValueError(f"data.train_items = {train_items} but there are only {n} images")
@@ -122,7 +130,11 @@ class ImageStream(Dataset):
         image = self.images[index]
         if isinstance(image, (tuple, list)):
             image = image[0]
-        return torch.as_tensor(image, dtype=torch.float32), index
+        image = torch.as_tensor(image, dtype=torch.float32)
+        if self.sinograms is None:
+            return image, index
+        clean = torch.as_tensor(self.sinograms[index], dtype=torch.float32)
+        return image, self.noise(clean, seeded_generator(self.seed, _NOISE, index))
 
 
 class StreamSampler(Sampler):
@@ -196,18 +208,26 @@ class TrainingData:
 def load_images(path, volume, key: str = "data.images") -> torch.Tensor:
     """Images ``(N, *volume.shape)`` from a ``.npy`` file or a ``.pt`` file holding one tensor
     (read with ``weights_only=True``), as float32."""
+    return _load_stack(path, tuple(volume.shape), key, "image")
+
+
+def load_sinograms(path, geometry, key: str = "data.sinograms") -> torch.Tensor:
+    """Sinograms ``(N, *geometry.shape)`` from a ``.npy`` or ``.pt`` file, as :func:`load_images`."""
+    return _load_stack(path, tuple(geometry.shape), key, "sinogram")
+
+
+def _load_stack(path, shape: tuple, key: str, what: str) -> torch.Tensor:
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{key}: image file {path!r} does not exist")
+        raise FileNotFoundError(f"{key}: {what} file {path!r} does not exist")
     if path.endswith(".npy"):
-        images = torch.from_numpy(np.load(path, allow_pickle=False))
+        stack = torch.from_numpy(np.load(path, allow_pickle=False))
     else:
-        images = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(images, torch.Tensor) or tuple(images.shape[1:]) != tuple(volume.shape):
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"{key}: {path!r} must hold a tensor of shape (N, {', '.join(map(str, volume.shape))}), "
-                         f"got {shape}")
-    return images.float()
+        stack = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(stack, torch.Tensor) or tuple(stack.shape[1:]) != shape:
+        got = tuple(stack.shape) if isinstance(stack, torch.Tensor) else type(stack).__name__
+        raise ValueError(f"{key}: {path!r} must hold a tensor of shape (N, {', '.join(map(str, shape))}), got {got}")
+    return stack.float()
 
 
 def validation_set(config: dict, volume, geometry, images=None):
@@ -277,6 +297,7 @@ def training_data_from_config(config: dict, volume, geometry, rank: int = 0, wor
                 raise ValueError("config key 'data.images': data.source 'images' needs an image file "
                                  "(or pass images= to fit)")
             images = load_images(data["images"], volume)
-        stream = ImageStream(images, seed, data["train_items"])
+        sinograms = load_sinograms(data["sinograms"], geometry) if data["sinograms"] else None
+        stream = ImageStream(images, seed, data["train_items"], sinograms, noise)
     return TrainingData(stream, volume, geometry, noise, seed, config["batch_size"], rank, world_size, device,
                         data["workers"], target_geometry(config))
