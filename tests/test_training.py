@@ -285,6 +285,25 @@ def test_fit_logs_validates_and_writes_weights_only_checkpoints(tmp_path):
     assert torch.load(tmp_path / "best.pt", weights_only=True)["step"] == summary["best"]["step"]
 
 
+def test_same_training_check_fills_new_defaults_and_names_missing_keys():
+    from recon.training.checkpoint import check_same_training
+
+    config = resolve_config(tiny_config())
+    older = json.loads(json.dumps(config))
+    del older["data"]["sinograms"]  # a checkpoint saved before the harness had this key (at its default)
+    check_same_training({"config": older}, config)
+    wanted = json.loads(json.dumps(config))
+    wanted["data"]["sinograms"] = "sinograms.pt"
+    with pytest.raises(CheckpointMismatchError, match="data.sinograms: None in the checkpoint, 'sinograms.pt'"):
+        check_same_training({"config": older}, wanted)
+    invalid = dict(older, steps=0)  # not resolvable any more: compared as saved, the difference is named
+    with pytest.raises(CheckpointMismatchError, match="steps: 0 in the checkpoint, 6 in the config"):
+        check_same_training({"config": invalid}, config)
+    extra = dict(config, unknown_key=1)
+    with pytest.raises(CheckpointMismatchError, match="unknown_key: absent in the checkpoint, 1 in the config"):
+        check_same_training({"config": config}, extra)
+
+
 def test_resume_errors_are_clear(tmp_path):
     config = tiny_config(steps=2, data={"validation": {"shepp_logan": False, "random_ellipses": 0}})
     with pytest.raises(FileNotFoundError, match="no checkpoint to resume from"):

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import ConfigError, resolve_config
+
 __all__ = ["FORMAT", "CheckpointMismatchError", "save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state",
            "check_compatible", "check_same_training"]
 
@@ -109,10 +111,14 @@ def _differences(old, new, limit: int = 4) -> list[str]:
 
     def walk(old, new, prefix):
         for key in sorted(set(old) | set(new), key=str):
-            a, b = old.get(key), new.get(key)
+            name = f"{prefix}{key}"
+            if (key in old) != (key in new):
+                out.append(f"{name}: {'absent' if key not in old else repr(old[key])} in the checkpoint, "
+                           f"{'absent' if key not in new else repr(new[key])} in the config")
+                continue
+            a, b = old[key], new[key]
             if a == b:
                 continue
-            name = f"{prefix}{key}"
             if isinstance(a, dict) and isinstance(b, dict):
                 walk(a, b, name + ".")
             elif isinstance(a, list) and isinstance(b, list):
@@ -127,8 +133,14 @@ def _differences(old, new, limit: int = 4) -> list[str]:
 
 def check_same_training(checkpoint: dict, config: dict, path="checkpoint", free=("device",)) -> None:
     """Raise :class:`CheckpointMismatchError` naming what differs when ``checkpoint`` was trained with another
-    config than ``config`` (any entry but those in ``free``): reusing it would misreport the model's budget."""
-    saved = {k: v for k, v in checkpoint["config"].items() if k not in free}
+    config than ``config`` (any entry but those in ``free``): reusing it would misreport the model's budget.
+    The checkpoint's config is resolved first, so that a config key added to the harness since, at its
+    default, does not count as a difference."""
+    try:
+        saved = resolve_config(checkpoint["config"])
+    except ConfigError:
+        saved = checkpoint["config"]  # no longer valid: compared as saved, the differences are named
+    saved = {k: v for k, v in saved.items() if k not in free}
     wanted = {k: v for k, v in config.items() if k not in free}
     if saved != wanted:
         raise CheckpointMismatchError(
