@@ -56,6 +56,12 @@ def test_model_configs_resolve_at_every_scale_and_arc():
                 config = limited_angle.model_config(model, arc, scale)
                 assert config["steps"] == limited_angle.MODELS[model][2][scale][0]
                 assert config["geometry"] == limited_angle.geometry_for(arc, scale).to_dict()
+        volume, cone = limited_angle.cone_setup(scale)
+        for model, (_, params, budgets, _) in limited_angle.CONE_MODELS.items():
+            config = limited_angle.cone_config(model, scale, Path("train.pt"), Path("validation.pt"), "cpu")
+            assert (config["steps"], config["batch_size"]) == budgets[scale]
+            assert params[scale].items() <= config["model"]["params"].items()
+            assert config["geometry"] == cone.to_dict() and config["volume"] == volume.to_dict()
     run = limited_angle.run_dir("LearnedFBP + VN", 140, "cpu", variant="noise_free_")
     assert run.parts[-4:] == ("cpu", "LearnedFBP_VN", "140deg", "noise_free_seed0")
 
@@ -71,7 +77,9 @@ def test_quick_run_writes_tables_figures_and_reuses_checkpoints(tmp_path, one_th
         if r["kind"] == "learned":
             assert r["trained_steps"] == 2 and r["parameters"] > 0 and r["loss_first"] is not None
     assert result["machine"] and result["seeds"]["test"] == limited_angle.TEST_SEED
-    assert [r["row"] for r in result["cone"]["rows"]] == ["FDK (Parker)", "LearnedFBP (FDK)", "SIRT", "TV"]
+    assert [r["row"] for r in result["cone"]["rows"]] == ["FDK (Parker)", *limited_angle.CONE_MODELS, "SIRT", "TV"]
+    for r in result["cone"]["rows"][1:-2]:
+        assert r["trained_steps"] == 2 and r["parameters"] > 0
     table = (tmp_path / "limited_angle_quick.md").read_text()
     assert "Wuerfl" in table and "+23 %" in table and "steps x batch" in table
     for figure in ("weights", "images", "cone"):
