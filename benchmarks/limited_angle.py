@@ -284,10 +284,10 @@ def random_ellipsoids(n: int, volume, seed: int, n_ellipsoids: int = 20) -> list
     return out
 
 
-def random_ellipsoid_volumes(n: int, volume, seed: int, n_ellipsoids: int = 20) -> torch.Tensor:
-    """(n, *volume.shape) float32 voxelised ``random_ellipsoids`` (2^3 samples a voxel)."""
-    return torch.stack([phantoms.ellipsoid_volume(e, volume, supersample=2)
-                        for e in random_ellipsoids(n, volume, seed, n_ellipsoids)])
+def ellipsoid_volumes(phantom_list, volume) -> torch.Tensor:
+    """(len(phantom_list), *volume.shape) float32: each phantom of ``phantom_list`` (lists of
+    ``phantoms.Ellipsoid``) voxelised with 2^3 samples a voxel."""
+    return torch.stack([phantoms.ellipsoid_volume(e, volume, supersample=2) for e in phantom_list])
 
 
 def ellipsoid_sinograms(phantom_list, geometry) -> torch.Tensor:
@@ -304,13 +304,11 @@ def cone_test_set(volume, geometry, n_test: int, noise: float = NOISE):
     noise of ``noise`` times each sinogram's mean |y|; float32."""
     model = phantoms.GaussianNoise(noise, ndim=3)
     held_out = random_ellipsoids(n_test, volume, seed=TEST_SEED)
-    x = [phantoms.shepp_logan_3d(volume, modified=True)]
-    y = [phantoms.shepp_logan_3d_projections(geometry, modified=True, volume=volume, dtype=torch.float32)]
-    x += [phantoms.ellipsoid_volume(e, volume, supersample=2) for e in held_out]
-    y += list(ellipsoid_sinograms(held_out, geometry))
+    x = torch.cat([phantoms.shepp_logan_3d(volume, modified=True)[None], ellipsoid_volumes(held_out, volume)])
+    y_sl = phantoms.shepp_logan_3d_projections(geometry, modified=True, volume=volume, dtype=torch.float32)
+    y = torch.cat([y_sl[None], ellipsoid_sinograms(held_out, geometry)])
     seeds = [SHEPP_LOGAN_NOISE_SEED] + [TEST_SEED + k for k in range(n_test)]
-    y = [model(sinogram, torch.Generator().manual_seed(seed)) for sinogram, seed in zip(y, seeds)]
-    return torch.stack(x), torch.stack(y)
+    return x, torch.stack([model(sinogram, torch.Generator().manual_seed(seed)) for sinogram, seed in zip(y, seeds)])
 
 
 # --- models -----------------------------------------------------------------------------------------------------
@@ -589,11 +587,12 @@ def cone_part(scale_name: str, device: str, evaluate_only: bool, progress: bool,
     tag = f"{c['size']}cube_{c['n_train']}"
     images_file, validation_file = folder / f"train_volumes_{tag}.pt", folder / f"validation_volumes_{tag}.pt"
     sinograms_file = folder / f"train_sinograms_{tag}_{geometry.n_views}views.pt"
+    tuning = random_ellipsoids(2, volume, seed=2)  # validation volumes of the learned models, tuning set of SIRT/TV
     if not (images_file.exists() and validation_file.exists() and sinograms_file.exists()):
         training = random_ellipsoids(c["n_train"], volume, seed=1)
-        torch.save(torch.stack([phantoms.ellipsoid_volume(e, volume, supersample=2) for e in training]), images_file)
+        torch.save(ellipsoid_volumes(training, volume), images_file)
         torch.save(ellipsoid_sinograms(training, geometry), sinograms_file)
-        torch.save(random_ellipsoid_volumes(2, volume, seed=2), validation_file)
+        torch.save(ellipsoid_volumes(tuning, volume), validation_file)
     data_minutes = (time.perf_counter() - t0) / 60
     truth, y = cone_test_set(volume, geometry, c["n_test"])
     rows, images = [], {}
@@ -612,9 +611,10 @@ def cone_part(scale_name: str, device: str, evaluate_only: bool, progress: bool,
                                               model=built)
         trained[model] = module.eval()
         x = _batched(module, y, device)
-        rows.append({"row": model, "setting": _cone_setting(model, scale_name, config, c["n_train"]), "minutes": seconds / 60,
-                     "steps": config["steps"], "trained_steps": step, "batch": config["batch_size"],
-                     "parameters": count_parameters(module), "scores": scores(x, truth, volume)})
+        rows.append({"row": model, "setting": _cone_setting(model, scale_name, config, c["n_train"]),
+                     "minutes": seconds / 60, "steps": config["steps"], "trained_steps": step,
+                     "batch": config["batch_size"], "parameters": count_parameters(module),
+                     "scores": scores(x, truth, volume)})
         if base == "LearnedFBP + VN":
             rows[-1]["parameters_initial"] = count_parameters(module.initial)
         images[model] = x[0]
@@ -623,7 +623,7 @@ def cone_part(scale_name: str, device: str, evaluate_only: bool, progress: bool,
     # Tuned on the 2 validation volumes of the training law with their exact projections (as the test data;
     # projections by A would be an inverse crime that favours weak regularisation).
     x_tune = torch.load(validation_file, weights_only=True)
-    y_tune = phantoms.GaussianNoise(NOISE, ndim=3)(ellipsoid_sinograms(random_ellipsoids(2, volume, seed=2), geometry),
+    y_tune = phantoms.GaussianNoise(NOISE, ndim=3)(ellipsoid_sinograms(tuning, geometry),
                                                    torch.Generator().manual_seed(TUNING_SEED))
     n_sirt, sweep = tune_sirt_iterations(A, x_tune.double(), y_tune, c["sirt_iters"])
     with torch.no_grad():
@@ -647,8 +647,8 @@ def cone_part(scale_name: str, device: str, evaluate_only: bool, progress: bool,
                         f"{geometry.det_shape[1]} of {c['du']:g} mm, {geometry.n_views} views of {c['step_deg']:g} "
                         "deg (180 + fan angle); test: the 3D modified Shepp-Logan phantom and "
                         f"{c['n_test']} held-out random ellipsoid volumes (seed {TEST_SEED}), exact projections + "
-                        f"{NOISE:.0%} Gaussian noise; training: {c['n_train']} random ellipsoid volumes with their exact "
-                        f"projections + the same noise"),
+                        f"{NOISE:.0%} Gaussian noise; training: {c['n_train']} random ellipsoid volumes with their "
+                        "exact projections + the same noise"),
               "data_minutes": data_minutes, "n_test": c["n_test"], "rows": rows,
               "tuning_range": [float(x_tune.min()), float(x_tune.max())],
               "weights": weights_of(trained["LearnedFBP (FDK)"])[:, 0].tolist(),

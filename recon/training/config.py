@@ -30,8 +30,8 @@ _TOP = {
     "loss": "mse", "steps": 1000, "batch_size": 5, "validate_every": 100, "checkpoint_every": 100,
     "log_every": 10, "keep_best": True, "png": True, "amp": None, "compile": False, "device": "cpu",
 }
-_DATA = {"source": "random_ellipses", "images": None, "sinograms": None, "noise": None, "train_items": None, "ellipses": {},
-         "supersample": 4, "workers": 0, "validation": {}, "target": "image"}
+_DATA = {"source": "random_ellipses", "images": None, "sinograms": None, "noise": None, "train_items": None,
+         "ellipses": {}, "supersample": 4, "workers": 0, "validation": {}, "target": "image"}
 _VALIDATION = {"shepp_logan": True, "random_ellipses": 4, "images": None, "seed": VALIDATION_SEED}
 _OPTIM = {
     "adam": {"lr": 1e-3, "betas": [0.9, 0.99], "eps": 1e-8, "weight_decay": 0.0, "schedule": "cosine",
